@@ -1,0 +1,44 @@
+# The two commands of the README:
+#   make demo   set up everything and run the demo study on the embedded corpus -> reports/
+#   make test   set up everything and run all tests (export check, notebooks, pytest)
+# Both create .venv on first use. TORCH selects the torch build: the default is the CPU wheel that
+# these machines carry; GPU users either use environment.yml or e.g.
+#   make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.lasr-installed
+
+.PHONY: install demo test test-fast export clean-nbs bench
+
+$(STAMP): settings.ini setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned, so that nothing later resolves an (unpinned) CUDA build
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# hear21passt declares torchaudio (which would force an old torch, ~7 GB) and timm>0.5 breaks
+	# its imports: both go in without their declared dependencies
+	$(BIN)/python -m pip install -q --no-deps hear21passt==0.0.26 timm==0.5.4
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/lasr reproduce --preset demo
+
+test: install
+	$(BIN)/python -m pytest -q tests/test_export.py
+	$(BIN)/nbdev_test --n_workers 2 --timing
+	$(BIN)/python -m pytest -q tests --ignore=tests/test_export.py
+
+bench: install
+	$(BIN)/lasr bench --out reports
+
+export: install
+	$(BIN)/nbdev_export
+
+clean-nbs: install
+	$(BIN)/nbdev_clean
