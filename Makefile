@@ -27,7 +27,7 @@ $(STAMP): settings.ini setup.py
 install: $(STAMP)
 
 demo: install
-	$(BIN)/lasr reproduce --preset demo
+	$(BIN)/lasr reproduce --preset demo --out reports
 
 test: install
 	$(BIN)/python -m pytest -q tests/test_export.py
