@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #a7681d88
 from __future__ import annotations
-import dataclasses, json, os, random
+import json, os, random
 from dataclasses import dataclass, field, fields, replace, asdict
 from pathlib import Path
 from typing import Any

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_metrics.ipynb #92205c1b
 from __future__ import annotations
-import ast, csv, io, math
+import ast, csv
 from pathlib import Path
 from collections import defaultdict
 import numpy as np

@@ -4,16 +4,14 @@
 
 # %% ../nbs/07_train.ipynb #30fc853a
 from __future__ import annotations
-import csv, hashlib, json, math, os, time, warnings
-from dataclasses import replace
+import hashlib, json, math, os, time, warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn, Tensor
 
-from .core import (Config, LasrError, get_preset, override, save_config, load_config, to_dict,
+from .core import (Config, LasrError, save_config, load_config, to_dict,
                        from_dict, seed_everything, provenance)
 
 # %% auto #0

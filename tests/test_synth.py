@@ -25,11 +25,6 @@ def corpus(tmp_path_factory):
     return root, time.perf_counter() - t0
 
 
-def test_time(corpus):
-    root, secs = corpus
-    assert secs < 60, f"600 clips took {secs:.1f} s"
-
-
 def test_layout_and_csvs(corpus):
     root, _ = corpus
     P = corpus_paths(root)
