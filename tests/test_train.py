@@ -40,6 +40,18 @@ def test_run_folder_is_self_describing(run):
     s = json.loads((run/"train.json").read_text())
     assert s["steps"] == s["steps_per_epoch"] * get_preset("smoke").optim.epochs
 
+def test_clip_batches_with_frozen_cached_text_train_and_learn(corpus, tmp_path):
+    "The demo's way of training (clip batches, cached mel and caption features, bf16) on the smoke model."
+    from lasr.core import override
+    cfg = override(get_preset("smoke"), "data.batch_by=clip", "text.trainable=false", "text.cache_features=true",
+                   "run.precision=bf16-mixed", "optim.batch_size=4", "optim.epochs=3", "optim.cosine_epochs=2.5")
+    s = train(cfg, corpus, tmp_path/"clip", progress=False)
+    assert s["steps_per_epoch"] == 32 // 4 and s["steps"] == 3 * 8
+    log = pd.read_csv(tmp_path/"clip"/"logs"/"version_0"/"metrics.csv")
+    loss = log["train/loss_epoch"].dropna().to_numpy()
+    assert np.isfinite(loss).all() and loss[-1] < loss[0]       # 20 captions per step: the loss goes down
+    assert 0 < s["best"]["val/mAP@10"] <= 1
+
 class Crash(L.Callback):
     "Simulate a crash in the middle of the second epoch."
     def __init__(self, at_step): self.at_step = at_step
