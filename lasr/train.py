@@ -237,7 +237,7 @@ class RngState(L.Callback):
         torch.set_rng_state(s["torch"])
         if s["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
-# %% ../nbs/07_train.ipynb #ebe28930
+# %% ../nbs/07_train.ipynb #801a670d
 def data_fingerprint(split) -> str:
     "SHA-1 of a split's file names, sizes and captions: what a checkpoint was trained on."
     h = hashlib.sha1()
@@ -311,7 +311,8 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
                         data_fingerprint=fp)
     best = out / "best.json"
     summary = {"steps": trainer.global_step, "epochs": trainer.current_epoch, "steps_per_epoch": steps_per_epoch,
-               "seconds": round(time.time() - t0, 1), "train_pairs": len(dm.train_ds), "data_fingerprint": fp,
+               "seconds": round(time.time() - t0, 1), "train_pairs": len(dm.splits["train"].pairs()),
+               "train_clips": len(dm.splits["train"]), "data_fingerprint": fp,
                "best": json.loads(best.read_text()).get("metrics") if best.exists() else None, **provenance(cfg)}
     (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
