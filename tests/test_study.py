@@ -29,6 +29,11 @@ def test_reproduce_smoke(tmp_path):
                         "--relevance", str(corpus/"relevance_evaluation.csv"), "--json"], capture_output=True, text=True)
     assert s.returncode == 0, s.stderr
     assert json.loads(s.stdout) == {k: v for k, v in metrics.items() if k not in ("n_queries", "n_items")}
+    # a second reproduction into the same reports folder (as in a clone with committed reports) replaces the first
+    r = subprocess.run([str(LASR), "reproduce", "--preset", "smoke", "--out", str(tmp_path/"reports"),
+                        "--data-root", str(corpus), "--quiet", "--set", "run.seed=1"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out/"run"/"config.json").read_text())["run"]["seed"] == 1
 
 def test_reproduce_bad_override_is_a_clear_error(tmp_path):
     r = subprocess.run([str(LASR), "reproduce", "--preset", "smoke", "--out", str(tmp_path), "--set", "optim.nope=1"],
