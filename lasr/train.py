@@ -237,7 +237,7 @@ class RngState(L.Callback):
         torch.set_rng_state(s["torch"])
         if s["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
-# %% ../nbs/07_train.ipynb #801a670d
+# %% ../nbs/07_train.ipynb #b094df3f
 def data_fingerprint(split) -> str:
     "SHA-1 of a split's file names, sizes and captions: what a checkpoint was trained on."
     h = hashlib.sha1()
@@ -337,16 +337,20 @@ def train(cfg: Config,                 # the run's config
         cfg = _check_resume(cfg, out)
     elif (out / "config.json").exists():
         raise LasrError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    # a process-wide setting: restored afterwards, so that training leaves no global state behind
+    previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(cfg.run.matmul_precision)
-    init_from, summary = cfg.run.init_from, {}
-    if cfg.data.pretrain_corpora:
-        pre = out / "pretrain"
-        if not (resume and (pre / "train.json").exists()):
-            summary["pretrain"] = _fit_stage(cfg, data_root, pre, resume and (pre / "config.json").exists(),
-                                             progress, list(callbacks), cfg.data.pretrain_corpora, init_from)
-        init_from = str(pre)
-    summary.update(_fit_stage(cfg, data_root, out, resume and (out / "lightning" / "last.ckpt").exists(),
-                              progress, list(callbacks), None, init_from))
+    try:
+        init_from, summary = cfg.run.init_from, {}
+        if cfg.data.pretrain_corpora:
+            pre = out / "pretrain"
+            if not (resume and (pre / "train.json").exists()):
+                summary["pretrain"] = _fit_stage(cfg, data_root, pre, resume and (pre / "config.json").exists(),
+                                                 progress, list(callbacks), cfg.data.pretrain_corpora, init_from)
+            init_from = str(pre)
+        summary.update(_fit_stage(cfg, data_root, out, resume and (out / "lightning" / "last.ckpt").exists(),
+                                  progress, list(callbacks), None, init_from))
+    finally: torch.set_float32_matmul_precision(previous)
     save_config(cfg, out / "config.json")
     (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
