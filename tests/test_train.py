@@ -81,8 +81,11 @@ def test_resume_with_another_config_is_refused(corpus, run):
     assert r.returncode == 2 and "different config" in r.stderr and "optim__lr" in r.stderr, r.stderr
 
 def test_same_seed_same_metrics_and_evaluate_matches_score(corpus, run, tmp_path):
+    import torch
     again = tmp_path/"again"
+    before = torch.get_float32_matmul_precision()
     train(get_preset("smoke"), corpus, again, progress=False)
+    assert torch.get_float32_matmul_precision() == before        # training leaves no global setting behind
     m1 = evaluate(run, corpus, out=tmp_path/"m1.json", predictions=tmp_path/"p1.csv", progress=False)
     m2 = evaluate(again, corpus, out=tmp_path/"m2.json", progress=False)
     assert m1 == m2
