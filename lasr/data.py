@@ -561,7 +561,7 @@ class SeededSampler(torch.utils.data.Sampler):
         self._explicit = False
         return iter([(i, e) for i in order])
 
-# %% ../nbs/02_data.ipynb #3721f2f4
+# %% ../nbs/02_data.ipynb #2bad5f91
 import lightning as L
 
 class RetrievalDataModule(L.LightningDataModule):
@@ -577,6 +577,8 @@ class RetrievalDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg, self.data_root = cfg, Path(data_root)
         self.train_corpora = [c.strip() for c in (train_corpora or cfg.data.corpus).split(",") if c.strip()]
+        if cfg.data.batch_by not in ("pair", "clip"):   # before any corpus is read or cached
+            raise LasrError(f"data.batch_by must be pair or clip, got {cfg.data.batch_by!r}")
         a = cfg.audio
         self.train_store_seconds = train_store_seconds or (2 * a.max_seconds if a.random_crop else a.max_seconds)
         self.batch_size = batch_size or cfg.optim.batch_size
@@ -613,7 +615,6 @@ class RetrievalDataModule(L.LightningDataModule):
         caches = {k: self._cache(sp, k).build(progress=self.progress) if self.cfg.data.cache else None
                   for k, sp in self.splits.items()}
         by = self.cfg.data.batch_by
-        if by not in ("pair", "clip"): raise LasrError(f"data.batch_by must be pair or clip, got {by!r}")
         # clip: each training batch holds whole clips with all their captions (one audio pass, five positives)
         self.train_ds = RetrievalDataset(self.splits["train"], self.cfg, "pairs" if by == "pair" else "audio",
                                          caches["train"], train=True)
