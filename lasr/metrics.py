@@ -11,9 +11,10 @@ import numpy as np
 from .core import LasrError
 
 # %% auto #0
-__all__ = ['NO_RANK', 'relevant_ranks', 'recall_at_k', 'average_precision_at_k', 'map_at_k', 'one_hot_relevance',
-           'retrieval_metrics', 'chance_map_at_k', 'write_predictions', 'read_predictions', 'read_caption_pairs',
-           'read_relevance_csv', 'match_queries', 'score_predictions']
+__all__ = ['NO_RANK', 'relevant_ranks', 'recall_at_k', 'average_precision_at_k', 'map_at_k', 'one_hot_relevance', 'query_values',
+           'summarize', 'retrieval_metrics', 'chance_map_at_k', 'relevance_matrix', 'clip_resamples', 'resampled_means',
+           'bootstrap_ci', 'paired_bootstrap', 'write_predictions', 'read_predictions', 'read_caption_pairs',
+           'read_relevance_csv', 'match_queries', 'score_predictions', 'compare_predictions']
 
 # %% ../nbs/06_metrics.ipynb #219ece1c
 NO_RANK = np.iinfo(np.int64).max // 2  # padding rank: beyond any k
@@ -69,28 +70,128 @@ def one_hot_relevance(targets: np.ndarray, # (queries,) index of each query's pa
     rel[np.arange(len(targets)), targets] = True
     return rel
 
-def retrieval_metrics(sim: np.ndarray,      # (queries, items) similarities
-                      targets: np.ndarray,  # (queries,) index of each query's paired item
-                      relevant: np.ndarray | None = None, # (queries, items) bool, 2025 annotations
-                     ) -> dict[str, float]:
-    "R@1/5/10, mAP@10, mAP@16 and, with `relevant`, mAP@10_multi and mAP@16_multi."
+def query_values(sim: np.ndarray,      # (queries, items) similarities
+                 targets: np.ndarray,  # (queries,) index of each query's paired item
+                 relevant: np.ndarray | None = None, # (queries, items) bool, 2025 annotations; empty row = not listed
+                ) -> dict[str, np.ndarray]: # metric -> (queries,) per-query value, NaN where a query does not count
+    "Per-query values whose means are the metrics: R@k hits and AP@k; the multi-relevant AP only for listed queries."
     sim = np.asarray(sim, dtype=np.float64)
     if not np.isfinite(sim).all(): raise LasrError("similarities contain NaN or infinite values")
-    one = one_hot_relevance(np.asarray(targets), sim.shape[1])
-    r1 = relevant_ranks(sim, one)
-    n1 = np.ones(len(sim))
-    out = {f"R@{k}": recall_at_k(r1, k) for k in (1, 5, 10)}
-    out.update({f"mAP@{k}": map_at_k(r1, n1, k) for k in (10, 16)})
+    r1 = relevant_ranks(sim, one_hot_relevance(np.asarray(targets), sim.shape[1]))
+    out = {f"R@{k}": (r1[:, 0] < k).astype(np.float64) for k in (1, 5, 10)}
+    out.update({f"mAP@{k}": average_precision_at_k(r1, np.ones(len(sim)), k) for k in (10, 16)})
     if relevant is not None:
-        rel = np.asarray(relevant, bool) | one
-        rm = relevant_ranks(sim, rel)
-        out.update({f"mAP@{k}_multi": map_at_k(rm, rel.sum(1), k) for k in (10, 16)})
+        rel = np.asarray(relevant, dtype=bool)
+        if rel.shape != sim.shape: raise ValueError(f"sim {sim.shape} and relevant {rel.shape} differ")
+        listed = rel.any(1)
+        if not listed.any(): raise LasrError("the relevance annotations list none of the queries")
+        rm = relevant_ranks(sim[listed], rel[listed])
+        for k in (10, 16):
+            v = np.full(len(sim), np.nan)
+            v[listed] = average_precision_at_k(rm, rel[listed].sum(1), k)
+            out[f"mAP@{k}_multi"] = v
     return out
+
+def summarize(values: dict[str, np.ndarray], # metric -> (queries,) from `query_values`
+             ) -> dict[str, float | int]:
+    "Mean of each metric over the queries that count for it, plus `n_queries_multi` when there is a multi-relevant metric."
+    out = {k: float(np.nanmean(v)) for k, v in values.items()}
+    if "mAP@10_multi" in values: out["n_queries_multi"] = int(np.isfinite(values["mAP@10_multi"]).sum())
+    return out
+
+def retrieval_metrics(sim: np.ndarray,      # (queries, items) similarities
+                      targets: np.ndarray,  # (queries,) index of each query's paired item
+                      relevant: np.ndarray | None = None, # (queries, items) bool, 2025 annotations; empty row = not listed
+                     ) -> dict[str, float | int]:
+    "R@1/5/10, mAP@10, mAP@16 and, with `relevant`, mAP@10_multi, mAP@16_multi over the listed queries and their count."
+    return summarize(query_values(sim, targets, relevant))
 
 # %% ../nbs/06_metrics.ipynb #f0474a15
 def chance_map_at_k(n_items: int, k: int = 10) -> float:
     "Expected mAP@k of random scores with one relevant item among `n_items`."
     return sum(1 / r for r in range(1, min(k, n_items) + 1)) / n_items
+
+# %% ../nbs/06_metrics.ipynb #b13e2cd2
+def _few(items, n: int = 3) -> str:
+    "The first `n` items, quoted, for an error message."
+    return ", ".join(repr(x) for x in list(items)[:n]) + (", ..." if len(items) > n else "")
+
+def relevance_matrix(queries: list[str],            # (queries,) texts, in prediction-file order
+                     file_names: list[str],         # (items,) audio file names of the similarity columns
+                     table: dict[str, list[str]],   # query text -> relevant audio file names
+                     source: str = "relevance file",# name used in error messages
+                    ) -> np.ndarray:                # (queries, items) bool; rows of unlisted queries are empty
+    "The 2025 annotations as a matrix: each listed query's first row holds exactly its list."
+    first, col = {}, {n: i for i, n in enumerate(file_names)}
+    for i, q in enumerate(queries): first.setdefault(q, i)   # duplicated captions: the first occurrence
+    empty = [q for q, fns in table.items() if not fns]
+    absent = [q for q in table if q not in first]
+    unknown = sorted({fn for fns in table.values() for fn in fns if fn not in col})
+    problems = [f"{len(xs)} {what}, e.g. {_few(xs)}" for xs, what in (
+        (empty, "queries have an empty list"), (absent, "queries are not in the predictions"),
+        (unknown, "audio files are not among the scored audio files"))if xs]
+    if not table: problems.append("it lists no queries")
+    if problems: raise LasrError(f"{source}: " + "; ".join(problems))
+    rel = np.zeros((len(queries), len(file_names)), dtype=bool)
+    for q, fns in table.items(): rel[first[q], [col[fn] for fn in fns]] = True
+    return rel
+
+# %% ../nbs/06_metrics.ipynb #c54d369a
+def clip_resamples(clips: np.ndarray,  # (queries,) clip (paired audio) of each query, any hashable labels
+                   n: int = 1000,      # bootstrap resamples
+                   seed: int = 0,      # same seed, same resamples
+                  ) -> tuple[np.ndarray, np.ndarray]: # (n, n_clips) draw counts, (queries,) clip index of each query
+    "How often each clip is drawn in `n` resamples of the clips with replacement."
+    if n < 1: raise LasrError(f"the number of resamples must be at least 1, got {n}")
+    _, inv = np.unique(np.asarray(clips), return_inverse=True)
+    c = int(inv.max()) + 1
+    draws = np.random.default_rng(seed).integers(0, c, (n, c))
+    counts = np.bincount((draws + c * np.arange(n)[:, None]).ravel(), minlength=n * c).reshape(n, c)
+    return counts.astype(np.float64), inv.ravel()
+
+def resampled_means(values: dict[str, np.ndarray], # metric -> (queries,) from `query_values`
+                    counts: np.ndarray,            # (n, n_clips) from `clip_resamples`
+                    inv: np.ndarray,               # (queries,) clip index of each query
+                   ) -> dict[str, np.ndarray]:     # metric -> (n,) value in each resample (NaN: no query counted)
+    "Each metric in each resample: a clip drawn m times brings all its queries m times."
+    out = {}
+    for k, v in values.items():
+        ok = np.isfinite(v)
+        num = counts @ np.bincount(inv, np.where(ok, v, 0.0), counts.shape[1])
+        den = counts @ np.bincount(inv, ok.astype(np.float64), counts.shape[1])
+        out[k] = np.divide(num, den, out=np.full(len(num), np.nan), where=den > 0)
+    return out
+
+def _interval(x: np.ndarray, level: float) -> list[float]:
+    "Percentile interval of the finite values of `x`."
+    a = (1 - level) / 2
+    return [float(q) for q in np.nanquantile(x, [a, 1 - a])]
+
+def bootstrap_ci(values: dict[str, np.ndarray], # metric -> (queries,) from `query_values`
+                 clips: np.ndarray,             # (queries,) clip of each query
+                 n: int = 1000, seed: int = 0,
+                 level: float = 0.95,           # coverage of the interval
+                ) -> dict[str, list[float]]:    # metric -> [low, high]
+    "Percentile bootstrap interval of each metric, resampling clips with all their captions."
+    counts, inv = clip_resamples(clips, n, seed)
+    return {k: _interval(x, level) for k, x in resampled_means(values, counts, inv).items()}
+
+def paired_bootstrap(first: dict[str, np.ndarray],  # metric -> (queries,) of the first system
+                     other: dict[str, np.ndarray],  # the same queries, in the same order, of the other
+                     clips: np.ndarray,             # (queries,) clip of each query
+                     n: int = 1000, seed: int = 0, level: float = 0.95,
+                    ) -> dict[str, dict[str, float | list[float]]]:
+    "Difference first minus other of each metric, its interval and the share of resamples in which first is better."
+    counts, inv = clip_resamples(clips, n, seed)
+    a, b = resampled_means(first, counts, inv), resampled_means(other, counts, inv)
+    ma, mb = summarize(first), summarize(other)
+    out = {"difference": {}, "ci": {}, "p_better": {}}
+    for k in first:
+        d = a[k] - b[k]
+        out["difference"][k] = ma[k] - mb[k]
+        out["ci"][k] = _interval(d, level)
+        out["p_better"][k] = float((d[np.isfinite(d)] > 0).mean())
+    return out
 
 # %% ../nbs/06_metrics.ipynb #9991044b
 def _read_csv_rows(path: str | Path, what: str) -> tuple[list[str], list[list[str]]]:
@@ -146,13 +247,17 @@ def read_relevance_csv(path: str | Path) -> dict[str, list[str]]:
     header, rows = _read_csv_rows(path, "relevance")
     if header[:2] != ["query", "audio_filenames"]:
         raise LasrError(f"{path}: expected columns query,audio_filenames; found {header}")
-    out = {}
+    out, line, repeated = {}, {}, []
     for n, r in enumerate(rows, start=2):
+        if not r: continue
         try: names = ast.literal_eval(r[1])
         except (ValueError, SyntaxError, IndexError):
             raise LasrError(f"{path}: line {n}: audio_filenames is not a Python list literal") from None
         if not isinstance(names, (list, tuple)): raise LasrError(f"{path}: line {n}: audio_filenames is not a list")
-        out.setdefault(r[0], []).extend(names)
+        if r[0] in out: repeated.append(f"line {n}: {r[0]!r} (also line {line[r[0]]})"); continue
+        out[r[0]], line[r[0]] = list(dict.fromkeys(names)), n
+    # the protocol averages one AP per row: a repeated query would be ambiguous, so it is refused
+    if repeated: raise LasrError(f"{path}: {len(repeated)} queries are listed more than once, e.g. {'; '.join(repeated[:3])}")
     return out
 
 # %% ../nbs/06_metrics.ipynb #0879d62e
@@ -180,23 +285,48 @@ def match_queries(queries: list[str],              # (queries,) texts from the p
                         f"similarity columns, e.g. {', '.join(sorted(missing_cols)[:3])}")
     return np.array(targets, dtype=np.int64)
 
+def _scored(similarity: str | Path, captions: str | Path, relevance: str | Path | None):
+    "Queries, audio names, clip of each query and per-query metric values of a prediction file."
+    queries, names, sim = read_predictions(similarity)
+    targets = match_queries(queries, read_caption_pairs(captions), names, str(similarity))
+    rel = None if relevance is None else relevance_matrix(queries, names, read_relevance_csv(relevance), str(relevance))
+    return queries, names, np.asarray(names)[targets], query_values(sim, targets, rel)
+
 def score_predictions(similarity: str | Path,        # DCASE 2025 prediction CSV
                       captions: str | Path,          # Clotho captions CSV of the same split
                       relevance: str | Path | None = None, # 2025 relevance CSV
-                     ) -> dict[str, float]:
+                      ci: bool = False,              # add "ci": {metric: [low, high]}, 95% clip bootstrap
+                      resamples: int = 1000,         # bootstrap resamples
+                      seed: int = 0,                 # bootstrap seed
+                     ) -> dict:
     "Metrics of a prediction file: R@1/5/10, mAP@10, mAP@16 (and the multi-relevant mAP with `relevance`)."
-    queries, names, sim = read_predictions(similarity)
-    targets = match_queries(queries, read_caption_pairs(captions), names, str(similarity))
-    rel = None
-    if relevance is not None:
-        table, col = read_relevance_csv(relevance), {n: i for i, n in enumerate(names)}
-        rel = np.zeros(sim.shape, dtype=bool)
-        unknown = set()
-        for i, q in enumerate(queries):
-            for fn in table.get(q, []):
-                if fn in col: rel[i, col[fn]] = True
-                else: unknown.add(fn)
-        if unknown:
-            raise LasrError(f"{relevance}: {len(unknown)} relevant audio files are not similarity columns, "
-                            f"e.g. {', '.join(sorted(unknown)[:3])}")
-    return retrieval_metrics(sim, targets, rel)
+    _, _, clips, values = _scored(similarity, captions, relevance)
+    out = summarize(values)
+    if ci: out["ci"] = bootstrap_ci(values, clips, resamples, seed)
+    return out
+
+def _occurrences(queries: list[str]) -> list[tuple[str, int]]:
+    "Each query as (text, how many times the text came before)."
+    seen, out = defaultdict(int), []
+    for q in queries: out.append((q, seen[q])); seen[q] += 1
+    return out
+
+def compare_predictions(similarity: str | Path,  # the first DCASE 2025 prediction CSV
+                        other: str | Path,       # the other one, over the same queries and audio files
+                        captions: str | Path,    # Clotho captions CSV of the split
+                        relevance: str | Path | None = None, # 2025 relevance CSV
+                        resamples: int = 1000, seed: int = 0,
+                       ) -> dict:
+    "Paired clip bootstrap of first minus other: {difference, ci, p_better}, each metric -> value."
+    qa, na, clips, va = _scored(similarity, captions, relevance)
+    qb, nb, _, vb = _scored(other, captions, relevance)
+    if set(na) != set(nb):
+        d = sorted(set(na) ^ set(nb))
+        raise LasrError(f"{similarity} and {other} score different audio files: {len(d)} differ, e.g. {_few(d)}")
+    ka, kb = _occurrences(qa), _occurrences(qb)
+    if set(ka) != set(kb):
+        d = sorted(q for q, _ in set(ka) ^ set(kb))
+        raise LasrError(f"{similarity} and {other} hold different queries: {len(d)} differ, e.g. {_few(d)}")
+    pos = {k: i for i, k in enumerate(kb)}
+    idx = np.array([pos[k] for k in ka])
+    return paired_bootstrap(va, {k: v[idx] for k, v in vb.items()}, clips, resamples, seed)
