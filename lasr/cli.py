@@ -20,20 +20,46 @@ def format_metrics(m: dict[str, float]) -> str:
                      for k, v in m.items())
 
 # %% ../nbs/09_cli.ipynb #59f6b9fb
+def _format_ci(m: dict, ci: dict[str, list[float]]) -> str:
+    "Metrics with their intervals, x100."
+    width = max(map(len, m))
+    return "\n".join(f"{k:<{width}}  {100 * v:7.3f}" + (f"  [{100 * ci[k][0]:7.3f}, {100 * ci[k][1]:7.3f}]" if k in ci else "")
+                     if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in m.items())
+
+def _format_compare(c: dict) -> str:
+    "Differences first minus other, their intervals and p_better, x100."
+    width = max(map(len, c["difference"]))
+    head = f"{'':<{width}}  {'first-other':>11}  {'95% interval':>20}  p_better"
+    return "\n".join([head] + [f"{k:<{width}}  {100 * d:11.3f}  [{100 * c['ci'][k][0]:7.3f}, {100 * c['ci'][k][1]:7.3f}]"
+                               f"  {c['p_better'][k]:8.3f}" for k, d in c["difference"].items()])
+
 def cmd_score(args) -> int:
-    "Score a DCASE 2025 prediction CSV against a Clotho captions CSV."
-    from lasr.metrics import score_predictions
-    m = score_predictions(args.similarity, args.captions, args.relevance)
-    print(json.dumps(m) if args.json else format_metrics(m))
+    "Score a DCASE 2025 prediction CSV against a Clotho captions CSV (with intervals, or against another file)."
+    from lasr.metrics import score_predictions, compare_predictions
+    if args.compare is not None:
+        c = compare_predictions(args.similarity, args.compare, args.captions, args.relevance, args.resamples, args.seed)
+        print(json.dumps(c) if args.json else _format_compare(c))
+        return 0
+    m = score_predictions(args.similarity, args.captions, args.relevance, args.ci, args.resamples, args.seed)
+    if args.json: print(json.dumps(m))
+    else: print(_format_ci({k: v for k, v in m.items() if k != "ci"}, m.get("ci", {})))
     return 0
 
 def _add_score(sub):
     p = sub.add_parser("score", help="metrics of a DCASE 2025 prediction CSV",
-                       description="Compute R@1/5/10, mAP@10 and mAP@16 (and the multi-relevant mAP with "
-                                   "--relevance) of a query x audio similarity CSV.")
+                       description="Compute R@1/5/10, mAP@10 and mAP@16 (and, with --relevance, the DCASE 2025 "
+                                   "multi-relevant mAP@10/16 over the queries the relevance file lists) of a query x "
+                                   "audio similarity CSV; with --ci, 95%% bootstrap intervals (clips resampled with "
+                                   "all their captions); with --compare, the paired bootstrap of the difference "
+                                   "between two prediction files.")
     p.add_argument("--similarity", required=True, type=Path, help="prediction CSV: query, then one column per audio")
     p.add_argument("--captions", required=True, type=Path, help="Clotho captions CSV (file_name, caption_1..5)")
     p.add_argument("--relevance", type=Path, help="2025 relevance CSV (query, audio_filenames)")
+    p.add_argument("--ci", action="store_true", help="add a 95%% bootstrap interval to each metric")
+    p.add_argument("--compare", type=Path, metavar="OTHER.csv",
+                   help="paired bootstrap of --similarity minus OTHER.csv: difference, interval, p_better")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed: same seed, same intervals (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object, values in [0, 1]")
     p.set_defaults(func=cmd_score)
 
