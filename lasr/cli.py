@@ -149,8 +149,8 @@ def cmd_evaluate(args) -> int:
     "Evaluate a run on a split."
     from lasr.train import evaluate
     m = evaluate(args.run, args.data_root, args.split, args.relevance, args.out, args.predictions,
-                 progress=not args.quiet)
-    print(format_metrics(m))
+                 progress=not args.quiet, ci=args.ci)
+    print(_format_ci({k: v for k, v in m.items() if k != "ci"}, m.get("ci", {})))
     return 0
 
 def _add_evaluate(sub):
@@ -163,6 +163,7 @@ def _add_evaluate(sub):
     p.add_argument("--relevance", type=Path, help="2025 relevance CSV (query, audio_filenames)")
     p.add_argument("--out", type=Path, help="metrics JSON (the keys of score --json plus n_queries, n_items)")
     p.add_argument("--predictions", type=Path, help="write the DCASE 2025 prediction CSV here")
+    p.add_argument("--ci", action="store_true", help="add a 95%% bootstrap interval to each metric (as lasr score --ci)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 

@@ -451,10 +451,11 @@ def evaluate(run: str | Path,                  # run folder (or checkpoint)
              figure: str | Path | None = None, # recall-at-k PNG; default RUN/recall-<split>.png
              progress: bool = True,
              device: str | torch.device = "cpu",
+             ci: bool = False,                 # add "ci": {metric: [low, high]}, 95% clip bootstrap (1000 resamples, seed 0)
             ) -> dict:
     "Evaluate a trained run on a split; returns the metrics dict."
     from lasr.data import RetrievalDataModule
-    from lasr.metrics import retrieval_metrics, write_predictions, read_relevance_csv
+    from lasr.metrics import query_values, summarize, bootstrap_ci, relevance_matrix, write_predictions, read_relevance_csv
     run = Path(run)
     model = load_model(run, device)
     cfg = model.cfg
@@ -466,16 +467,11 @@ def evaluate(run: str | Path,                  # run folder (or checkpoint)
     queries, targets = sp.queries()
     targets = np.asarray(targets)
     sim = text.astype(np.float64) @ audio.astype(np.float64).T
-    rel = None
-    if relevance is not None:
-        table, col = read_relevance_csv(relevance), {n: i for i, n in enumerate(sp.file_names)}
-        rel = np.zeros(sim.shape, dtype=bool)
-        for i, q in enumerate(queries):
-            for fn in table.get(q, []):
-                if fn not in col: raise LasrError(f"{relevance}: {fn!r} is not an audio of the {split} split")
-                rel[i, col[fn]] = True
-    m = retrieval_metrics(sim, targets, rel)
-    result = {**m, "n_queries": int(sim.shape[0]), "n_items": int(sim.shape[1])}
+    # the same relevance, metrics and intervals as `lasr score` on the prediction CSV written below
+    rel = None if relevance is None else relevance_matrix(queries, sp.file_names, read_relevance_csv(relevance), str(relevance))
+    values = query_values(sim, targets, rel)
+    result = {**summarize(values), "n_queries": int(sim.shape[0]), "n_items": int(sim.shape[1])}
+    if ci: result["ci"] = bootstrap_ci(values, np.asarray(sp.file_names)[targets])
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
