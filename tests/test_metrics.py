@@ -189,3 +189,7 @@ def test_evaluate_ci_matches_score(tmp_path):
              corpus/"relevance_evaluation.csv", "--ci", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {k: v for k, v in m.items() if k not in ("n_queries", "n_items")}
+    r = lasr("evaluate", tmp_path/"run", "--data-root", corpus, "--relevance", corpus/"relevance_evaluation.csv", "--ci", "--quiet")
+    assert r.returncode == 0, r.stderr
+    lo, hi = m["ci"]["mAP@16_multi"]
+    assert f"{100 * m['mAP@16_multi']:7.3f}  [{100 * lo:7.3f}, {100 * hi:7.3f}]" in r.stdout, r.stdout
