@@ -49,7 +49,7 @@ def _add_score(sub):
     p = sub.add_parser("score", help="metrics of a DCASE 2025 prediction CSV",
                        description="Compute R@1/5/10, mAP@10 and mAP@16 (and, with --relevance, the DCASE 2025 "
                                    "multi-relevant mAP@10/16 over the queries the relevance file lists) of a query x "
-                                   "audio similarity CSV; with --ci, 95%% bootstrap intervals (clips resampled with "
+                                   "audio similarity CSV; with --ci, 95% bootstrap intervals (clips resampled with "
                                    "all their captions); with --compare, the paired bootstrap of the difference "
                                    "between two prediction files.")
     p.add_argument("--similarity", required=True, type=Path, help="prediction CSV: query, then one column per audio")

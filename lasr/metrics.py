@@ -129,7 +129,7 @@ def relevance_matrix(queries: list[str],            # (queries,) texts, in predi
     unknown = sorted({fn for fns in table.values() for fn in fns if fn not in col})
     problems = [f"{len(xs)} {what}, e.g. {_few(xs)}" for xs, what in (
         (empty, "queries have an empty list"), (absent, "queries are not in the predictions"),
-        (unknown, "audio files are not among the scored audio files"))if xs]
+        (unknown, "audio files are not among the scored audio files")) if xs]
     if not table: problems.append("it lists no queries")
     if problems: raise LasrError(f"{source}: " + "; ".join(problems))
     rel = np.zeros((len(queries), len(file_names)), dtype=bool)
