@@ -269,6 +269,15 @@ def _check_resume(cfg: Config, out: Path) -> Config:
                         ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:5]))
     return saved
 
+def _check_lightning_checkpoint(path: Path) -> None:
+    "A clear error, instead of a traceback from inside Lightning, when the checkpoint to resume from is unreadable."
+    try: torch.load(path, map_location="cpu", weights_only=False, mmap=True)   # mmap: no tensor data is read
+    except Exception as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise LasrError(f"--resume: cannot read the checkpoint {path} ({why}): it is truncated or corrupt (was "
+                        "its save interrupted?). Delete it and run the same command again to restart this stage "
+                        "from its first epoch") from None
+
 def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: bool,
                callbacks: list, train_corpora: str | None, init_from: str) -> dict:
     "Train one stage into `out`; returns its summary."
@@ -302,10 +311,14 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
                         gradient_clip_val=o.grad_clip or None, enable_progress_bar=progress,
                         enable_model_summary=False, deterministic=False)
     last = out / "lightning" / "last.ckpt"
+    if resume and last.exists(): _check_lightning_checkpoint(last)
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec|weights_only|in eval mode|exists and is not empty).*")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.exists() else None)
+        try: trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.exists() else None)
+        except SystemExit:   # Lightning turns Ctrl-C into exit(1): report it as an interrupt (the CLI's exit 130)
+            if trainer.interrupted: raise KeyboardInterrupt from None
+            raise
     if trainer.is_global_zero:
         save_checkpoint(module.model, out / "last", cfg, epoch=trainer.current_epoch, step=trainer.global_step,
                         data_fingerprint=fp)
@@ -462,7 +475,12 @@ def evaluate(run: str | Path,                  # run folder (or checkpoint)
     dm = RetrievalDataModule(cfg, data_root, progress=progress)
     sp, ds = dm.eval_split(split)
     run_dir = run if run.is_dir() else run.parent
-    key = hashlib.sha1(f"{model.info['sha256']}{data_fingerprint(sp)}".encode()).hexdigest()[:16]
+    # weights, config, captions and the audio files' sizes and mtimes (as the waveform cache keys them):
+    # a clip overwritten with other audio of the same length must be embedded again
+    from lasr.data import fingerprint
+    audio_key = fingerprint(sp.audio_paths, cfg.audio.sample_rate, cfg.audio.max_seconds)
+    key = hashlib.sha1(f"{model.info['sha256']}{json.dumps(to_dict(cfg), sort_keys=True)}{data_fingerprint(sp)}"
+                       f"{audio_key}".encode()).hexdigest()[:16]
     audio, text = _embeddings(model, sp, cfg, run_dir / "embeddings" / f"{split}-{key}.h5", progress, ds)
     queries, targets = sp.queries()
     targets = np.asarray(targets)

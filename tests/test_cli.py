@@ -1,5 +1,5 @@
 "End-to-end checks of the installed `lasr` command (exit codes, messages, the DCASE worked example)."
-import json, subprocess, sys
+import json, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd
 import pytest
@@ -61,3 +61,41 @@ def test_help_for_every_subcommand():
     for name in sub.choices:
         r = lasr(name, "--help")
         assert r.returncode == 0 and "usage: lasr " + name in r.stdout, (name, r.stderr)
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    "A small embedded corpus written by `lasr synth`."
+    out = tmp_path_factory.mktemp("cli")/"corpus"
+    r = lasr("synth", out, "--n-dev", 16, "--n-val", 4, "--n-eval", 4, "--seed", 2)
+    assert r.returncode == 0 and "corpus written to" in r.stdout, r.stderr
+    return out
+
+def test_synth_validate_train_through_the_command_line(small_corpus, tmp_path):
+    for split, n in (("development", 16), ("validation", 4), ("evaluation", 4)):
+        assert len(list((small_corpus/"CLOTHO_v2.1"/"clotho_audio_files"/split).glob("*.wav"))) == n
+    r = lasr("validate", "--data-root", small_corpus)
+    assert r.returncode == 0 and "no problems" in r.stdout, r.stdout + r.stderr
+    r = lasr("train", "--preset", "smoke", "--data-root", small_corpus, "--out", tmp_path/"run", "--quiet")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path/"run"/"train.json").read_text())
+    assert f"trained {summary['steps']} steps" in r.stdout and summary["train_clips"] == 16
+    assert (tmp_path/"run"/"best.safetensors").is_file() and (tmp_path/"run"/"last.safetensors").is_file()
+
+def test_ctrl_c_stops_training_with_exit_130(small_corpus, tmp_path):
+    out = tmp_path/"run"
+    p = subprocess.Popen([str(LASR), "train", "--preset", "smoke", "--set", "optim.epochs=100", "--data-root",
+                          str(small_corpus), "--out", str(out), "--quiet"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out/"lightning"/"last.ckpt").exists():   # one epoch is done: it is training
+            assert p.poll() is None, p.communicate()
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err, err
+    assert not (out/"train.json").exists()                   # it did not run to the end

@@ -4,11 +4,12 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
 from lasr.core import get_preset, override
-from lasr.data import RetrievalDataModule
+from lasr.data import RetrievalDataModule, validate_corpus
 
 
 def _tree(root: Path, n=6, sr=16000):
@@ -52,3 +53,25 @@ def test_lightning_seeded_shuffling(tmp_path):
     by_epoch = [[caps for e, caps in a if e == k] for k in range(3)]
     assert by_epoch[0] != by_epoch[1] != by_epoch[2]            # a new order every epoch
     assert list((tmp_path / ".lasr_cache").glob("*.h5"))        # the caches were built
+
+
+@pytest.mark.xfail(strict=True, reason="the cached peak covers only the stored (cut) length; the fix of how validation "
+                   "and the cache decode files is another branch's work: remove this mark once it is merged")
+def test_validation_with_existing_caches_judges_a_clip_as_a_fresh_run(tmp_path):
+    "A clip that is silent at first and sounds only after the cached length is accepted, caches or not."
+    _tree(tmp_path)
+    sr = 16000
+    late = np.concatenate([np.zeros(6 * sr), 0.1 * np.sin(np.arange(sr) / 10)]).astype(np.float32)
+    sf.write(tmp_path / "CLOTHO_v2.1" / "clotho_audio_files" / "development" / "development_0.wav", late, sr)
+    assert validate_corpus(tmp_path).ok                          # a fresh check decodes the whole file
+    cfg = override(get_preset("smoke"), "audio.max_seconds=1.0", "optim.batch_size=64")   # one batch: every pair
+
+    def training_captions():
+        dm = RetrievalDataModule(cfg, tmp_path, progress=False)
+        dm.setup("fit")
+        return sorted(c for b in dm.train_dataloader() for c in b["captions"])
+
+    fresh = training_captions()
+    assert "clip 0 caption 0" in fresh
+    assert list((tmp_path / ".lasr_cache").glob("*.h5"))           # the second run finds current caches
+    assert training_captions() == fresh

@@ -1,5 +1,5 @@
-"`lasr.synth`: the embedded corpus at the sizes `lasr synth` is checked with (400/100/100)."
-import ast, hashlib, time
+"`lasr.synth`: the embedded corpus (checked here at 400/100/100 clips; the demo's is 500/100/100)."
+import ast, hashlib, os, re, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +8,12 @@ import pytest
 import soundfile as sf
 
 from lasr.core import LasrError
-from lasr.synth import (DEMO_N_DEV, DEMO_N_EVAL, DEMO_N_VAL, FolderBank, SPLITS, corpus_paths, load_manifest,
-                        satisfies, synth_corpus, words)
+from lasr.data import read_clotho, validate_corpus
+from lasr.synth import (DEMO_MAX_SECONDS, DEMO_MIN_SECONDS, DEMO_N_DEV, DEMO_N_EVAL, DEMO_N_VAL, FolderBank, SPLITS,
+                        clip_captions, corpus_paths, load_manifest, satisfies, synth_corpus, words)
+
+LASR = Path(sys.executable).parent/"lasr"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -71,11 +75,10 @@ def test_relevance(corpus):
 
 
 def test_clotho_reader(corpus):
-    data = pytest.importorskip("lasr.data")
     root, _ = corpus
-    rep = data.validate_corpus(root)
+    rep = validate_corpus(root)
     assert rep.ok, rep.format()
-    assert len(data.read_clotho(root, "evaluation")) == 100
+    assert len(read_clotho(root, "evaluation")) == 100
 
 
 def test_determinism(corpus, tmp_path):
@@ -87,12 +90,112 @@ def test_determinism(corpus, tmp_path):
     assert set(other) == set(h0) and sum(other[k] != h0[k] for k in h0) == len(h0)
 
 
-def test_defaults():
+def test_defaults_are_the_documented_demo_corpus():
+    "`lasr synth OUT` without sizes writes the corpus the README describes (and the demo's results were made on)."
     import inspect
-    sig = inspect.signature(synth_corpus)
-    assert (sig.parameters["n_dev"].default, sig.parameters["n_val"].default, sig.parameters["n_eval"].default) \
-        == (DEMO_N_DEV, DEMO_N_VAL, DEMO_N_EVAL)
-    assert 5.0 <= sig.parameters["min_seconds"].default <= sig.parameters["max_seconds"].default <= 15.0
+    readme = (ROOT/"README.md").read_text()
+    sizes = re.search(r"\((\d+) development, (\d+) validation and (\d+) evaluation clips\s+of (\d+)[-\u2013](\d+) s", readme)
+    assert sizes, "the README no longer states the demo corpus' sizes"
+    n_dev, n_val, n_eval, lo, hi = map(int, sizes.groups())
+    sig = inspect.signature(synth_corpus).parameters
+    assert (sig["n_dev"].default, sig["n_val"].default, sig["n_eval"].default) == (n_dev, n_val, n_eval)
+    assert (DEMO_N_DEV, DEMO_N_VAL, DEMO_N_EVAL) == (n_dev, n_val, n_eval)
+    assert (sig["min_seconds"].default, sig["max_seconds"].default) == (DEMO_MIN_SECONDS, DEMO_MAX_SECONDS) == (lo, hi)
+    from lasr.cli import build_parser
+    args = build_parser().parse_args(["synth", "out"])
+    assert (args.n_dev, args.n_val, args.n_eval, args.seed, args.bank) == (None, None, None, 0, "synth")  # the defaults apply
+
+
+def _lasr_synth(out: Path, *args, hash_seed: str = "0") -> dict[str, str]:
+    "Run `lasr synth` in its own process (with its own hash seed); the corpus' files and their SHA-256."
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    r = subprocess.run([str(LASR), "synth", str(out), *map(str, args)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    return _hashes(out)
+
+
+def test_same_bytes_across_processes_and_through_the_cli(tmp_path):
+    small = ("--n-dev", 6, "--n-val", 3, "--n-eval", 3, "--seed", 4)
+    a = _lasr_synth(tmp_path/"a", *small, hash_seed="1")
+    b = _lasr_synth(tmp_path/"b", *small, hash_seed="2")
+    here = _hashes(synth_corpus(tmp_path/"c", n_dev=6, n_val=3, n_eval=3, seed=4, progress=False))
+    assert len(a) == 6 + 3 + 3 + 3 + 2 and a == b == here
+    # a folder of recordings as the source bank: the same guarantee
+    bank = tmp_path/"bank"; bank.mkdir()
+    rng = np.random.default_rng(7)
+    for i, d in enumerate(["a door slams", "rain on a roof", "a dog barks", "a kettle whistles"]):
+        sf.write(bank/f"rec{i}.wav", (0.3 * rng.standard_normal(int(16000 * (2 + i)))).astype(np.float32), 16000)
+        (bank/f"rec{i}.txt").write_text(d + "\n")
+    fa = _lasr_synth(tmp_path/"fa", *small, "--bank", bank, hash_seed="3")
+    fb = _lasr_synth(tmp_path/"fb", *small, "--bank", bank, hash_seed="4")
+    assert fa == fb and set(fa) == set(a) and fa != a
+    caps = pd.read_csv(corpus_paths(tmp_path/"fa")["captions_development"]).iloc[:, 1:].values.ravel()
+    assert any("dog barks" in c.lower() for c in caps)
+
+
+# hand-built scenes (time order = list order) and the words a caption must use for each claim it makes;
+# written out here rather than taken from the generator's tables
+_PITCH_WORDS = {"high": r"\bhigh|shrill|piercing|whistle|whine|\bsharp|crisp|\blight\b|bright|\btaps|clicks",
+                "low": r"\blow\b|low-pitched|\bdeep|\bbass|\bhum\b|drone|\bdull|heavy|muffled|thuds|thumps"}
+_KIND_WORDS = {"tone": r"(?<!sliding )\btones?\b|\bnote|\bhum\b|drone|whistle|whine", "beep": r"beep|bleep|pips",
+               "sweep": r"sweeps|glides|swoops|sliding tones|wails|chirps",
+               "knock": r"knock|hits|impacts|thuds|thumps|taps|clicks", "noise": r"noise|hiss|static|rumbl|roar"}
+_ORDER_WORDS = r"\bthen\b|followed by|\bafter\b|starts with|opens with|at the start|\blater\b|finally"
+_FIRST_WORDS = r"\bfirst\b|starts with|opens with|at the start"
+_LAST_WORDS = r"ends with|finally|at the end"
+
+
+def _src(kind, start, end, loudness="loud", **attrs):
+    return {"kind": kind, "start": start, "end": end, "loudness": loudness, "params": {}, **attrs}
+
+
+SCENES = [
+    {"duration": 6.0, "background": "hiss", "sources": [_src("tone", 0.5, 5.5, pitch="high", motion="steady")]},
+    {"duration": 8.0, "background": "silence",
+     "sources": [_src("beep", 0.3, 3.5, pitch="low", rate="fast"), _src("tone", 4.0, 7.5, "quiet", pitch="high",
+                                                                         motion="wavering")]},
+    {"duration": 10.0, "background": "silence",
+     "sources": [_src("knock", 0.3, 3.0, pitch="high", rate="slow"), _src("sweep", 3.4, 6.4, direction="rising",
+                 rate="fast"), _src("tone", 6.8, 9.6, "quiet", pitch="low", motion="steady")]},
+]
+
+
+def test_captions_say_what_their_claims_say():
+    from lasr.synth import SynthBank
+    bank, seen = SynthBank(), {"pitch": 0, "order": 0, "first": 0, "last": 0, "count": 0, "unordered": 0}
+    for scene in SCENES:
+        kinds = [s["kind"] for s in scene["sources"]]
+        for seed in range(12):
+            texts, claims = clip_captions(scene, bank, np.random.default_rng(seed))
+            for text, claim in zip(texts, claims):
+                t = text.lower()
+                assert satisfies(scene, claim), (text, claim)
+                for c in claim["sources"]:
+                    assert re.search(_KIND_WORDS[c["kind"]], t), (text, c)
+                    if "pitch" in c:
+                        seen["pitch"] += 1
+                        assert re.search(_PITCH_WORDS[c["pitch"]], t), (text, c)
+                if claim["order"]:
+                    seen["order"] += 1
+                    assert re.search(_ORDER_WORDS, t), text
+                    # the sources are named in the order they sound
+                    pos = [re.search(_KIND_WORDS[c["kind"]], t).start() for c in claim["sources"]]
+                    said = [c["kind"] for _, c in sorted(zip(pos, claim["sources"]), key=lambda x: x[0])]
+                    assert said == [k for k in kinds if k in said], (text, said)
+                elif len(kinds) > 1:
+                    seen["unordered"] += 1
+                    assert not re.search(_ORDER_WORDS, t), text             # no order claimed, none implied
+                if claim["first"]: seen["first"] += 1; assert re.search(_FIRST_WORDS, t), text
+                if claim["last"]: seen["last"] += 1; assert re.search(_LAST_WORDS, t), text
+                if claim["count"]:
+                    seen["count"] += 1
+                    n = {1: r"\bone\b|single|\bjust\b|\bonly\b", 2: r"\btwo\b", 3: r"\bthree\b"}[claim["count"]]
+                    assert re.search(n, t), text
+                if claim["background"] == "silence":
+                    assert re.search(r"silen|quiet room|no background", t), text
+                elif claim["background"] == "hiss":
+                    assert re.search(r"hiss|static|white noise", t), text
+    assert all(v > 0 for v in seen.values()), seen                     # every kind of claim was exercised
 
 
 def test_folder_bank_errors(tmp_path):

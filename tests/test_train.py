@@ -1,12 +1,14 @@
 "End-to-end training and evaluation on a tiny generated corpus with the smoke preset."
-import json, shutil, subprocess, sys
+import ast, json, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd
 import pytest, lightning as L
+import soundfile as sf, torch
 
 from lasr.core import get_preset
 from lasr.synth import synth_corpus
 from lasr.train import train, evaluate, load_model, embed_audio, embed_text
+from lasr.metrics import read_predictions
 
 LASR = Path(sys.executable).parent/"lasr"
 
@@ -23,13 +25,29 @@ def run(corpus, tmp_path_factory):
     train(get_preset("smoke"), corpus, out, progress=False)
     return out
 
-def lr_by_step(out: Path) -> dict[int, float]:
-    "Learning rate per optimiser step from every CSV log of a run (later logs win)."
-    lr = {}
+def by_step(out: Path, column: str = "lr") -> dict[int, float]:
+    "A logged value per optimiser step from every CSV log of a run (later logs win)."
+    got = {}
     for f in sorted((out/"logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])):
         df = pd.read_csv(f)
-        for s, v in df.dropna(subset=["lr"])[["step", "lr"]].itertuples(index=False): lr[int(s)] = float(v)
-    return lr
+        for s, v in df.dropna(subset=[column])[["step", column]].itertuples(index=False): got[int(s)] = float(v)
+    return got
+
+def lr_by_step(out: Path) -> dict[int, float]:
+    "Learning rate per optimiser step from every CSV log of a run (later logs win)."
+    return by_step(out, "lr")
+
+def weights(path: Path) -> dict:
+    "The tensors of a safetensors file."
+    from safetensors.torch import load_file
+    return load_file(str(path))
+
+def ap_at_k(ranked: list[str], relevant: set[str], k: int) -> float:
+    "DCASE 2025 AP@k, written out: (1/|R|) * sum over relevant items at rank r < k of hits(r) / (r + 1)."
+    hits, total = 0, 0.0
+    for r, name in enumerate(ranked[:k]):
+        if name in relevant: hits += 1; total += hits / (r + 1)
+    return total / len(relevant)
 
 def test_run_folder_is_self_describing(run):
     for name in ("config.json", "best.safetensors", "best.json", "last.safetensors", "last.json", "train.json"):
@@ -73,8 +91,41 @@ def test_resume_continues_the_same_schedule(corpus, run, tmp_path):
     a, b = lr_by_step(run), lr_by_step(out)
     assert sorted(a) == sorted(b) == list(range(ref["steps"]))
     np.testing.assert_allclose([b[k] for k in sorted(b)], [a[k] for k in sorted(a)], rtol=1e-6)
-    # the resumed run also ends with the same weights' quality as the uninterrupted one
+    # the same batches, augmentations and updates: every step's loss, and the final weights bit for bit
+    la, lb = by_step(run, "train/loss_step"), by_step(out, "train/loss_step")
+    assert sorted(la) == sorted(lb) == list(range(ref["steps"]))
+    assert [lb[k] for k in sorted(lb)] == [la[k] for k in sorted(la)]
+    assert json.loads((out/"last.json").read_text())["sha256"] == json.loads((run/"last.json").read_text())["sha256"]
     assert json.loads((out/"best.json").read_text())["metrics"] == json.loads((run/"best.json").read_text())["metrics"]
+
+def test_resume_from_a_corrupt_lightning_checkpoint_is_a_clear_error(corpus, run, tmp_path):
+    broken = tmp_path/"broken"; shutil.copytree(run, broken, ignore=shutil.ignore_patterns("embeddings"))
+    ck = broken/"lightning"/"last.ckpt"; ck.write_bytes(ck.read_bytes()[: ck.stat().st_size // 3])
+    r = lasr("train", "--preset", "smoke", "--data-root", corpus, "--out", broken, "--resume", "--quiet")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "last.ckpt" in r.stderr and "corrupt" in r.stderr, r.stderr
+
+def test_best_checkpoint_is_the_best_validation_epoch(corpus, tmp_path, monkeypatch):
+    "Scripted validation scores whose best epoch is not the last: best.* holds that epoch's weights."
+    import lasr.train as lt
+    from lasr.core import override
+    scores = iter([0.2, 0.7, 0.4])
+    monkeypatch.setattr(lt, "split_metrics", lambda *a, **k: {"mAP@10": next(scores), "R@1": 0.0})
+    class Snapshot(L.Callback):
+        def __init__(self): self.states = []
+        def on_validation_end(self, trainer, module):
+            self.states.append({k: v.detach().clone() for k, v in module.model.state_dict().items()})
+    snap = Snapshot()
+    cfg = override(get_preset("smoke"), "optim.epochs=3")
+    train(cfg, corpus, tmp_path/"run", progress=False, callbacks=[snap])
+    assert len(snap.states) == 3
+    info = json.loads((tmp_path/"run"/"best.json").read_text())
+    assert info["epoch"] == 1 and info["metrics"]["val/mAP@10"] == pytest.approx(0.7)
+    best, last = weights(tmp_path/"run"/"best.safetensors"), weights(tmp_path/"run"/"last.safetensors")
+    assert set(best) == set(snap.states[1])
+    assert all(torch.equal(best[k], snap.states[1][k]) for k in best)
+    assert all(torch.equal(last[k], snap.states[2][k]) for k in last)
+    assert any(not torch.equal(best[k], last[k]) for k in best)     # training went on after the best epoch
 
 def test_resume_with_another_config_is_refused(corpus, run):
     r = lasr("train", "--preset", "smoke", "--data-root", corpus, "--out", run, "--resume", "--set", "optim.lr=0.5")
@@ -89,6 +140,14 @@ def test_same_seed_same_metrics_and_evaluate_matches_score(corpus, run, tmp_path
     m1 = evaluate(run, corpus, out=tmp_path/"m1.json", predictions=tmp_path/"p1.csv", progress=False)
     m2 = evaluate(again, corpus, out=tmp_path/"m2.json", progress=False)
     assert m1 == m2
+    # the predictions are the queries' text embeddings times the clips' audio embeddings, computed here alone
+    queries, names, sim = read_predictions(tmp_path/"p1.csv")
+    model = load_model(run)
+    audio_dir = corpus/"CLOTHO_v2.1"/"clotho_audio_files"/"evaluation"
+    assert sorted(names) == sorted(p.name for p in audio_dir.glob("*.wav"))
+    want = embed_text(model, queries) @ embed_audio(model, [audio_dir/n for n in names]).T
+    # (about 1e-6 apart: evaluate reads the int16 waveform cache; far below a query's spread of scores, ~3e-3)
+    np.testing.assert_allclose(sim, want, rtol=0, atol=1e-5)
     assert set(json.loads((tmp_path/"m1.json").read_text())) == {"R@1", "R@5", "R@10", "mAP@10", "mAP@16", "n_queries", "n_items"}
     captions = corpus/"CLOTHO_v2.1"/"clotho_csv_files"/"clotho_captions_evaluation.csv"
     r = lasr("score", "--similarity", tmp_path/"p1.csv", "--captions", captions, "--json")
@@ -100,12 +159,45 @@ def test_same_seed_same_metrics_and_evaluate_matches_score(corpus, run, tmp_path
 
 def test_evaluate_with_relevance_cli(corpus, run, tmp_path):
     r = lasr("evaluate", run, "--data-root", corpus, "--relevance", corpus/"relevance_evaluation.csv",
-             "--out", tmp_path/"m.json", "--quiet")
+             "--out", tmp_path/"m.json", "--predictions", tmp_path/"p.csv", "--quiet")
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path/"m.json").read_text())
     assert {"mAP@10_multi", "mAP@16_multi"} <= set(m)
+    # the values, recomputed from the prediction file and the relevance lists by the formula of the task
+    queries, names, sim = read_predictions(tmp_path/"p.csv")
+    rel = pd.read_csv(corpus/"relevance_evaluation.csv")
+    lists = {q: set(ast.literal_eval(v)) for q, v in zip(rel["query"], rel["audio_filenames"])}
+    first = {q: i for i, q in reversed(list(enumerate(queries)))}       # a repeated caption counts once
+    assert any(len(v) > 1 for v in lists.values())                      # really several relevant clips
+    for k in (10, 16):
+        aps = [ap_at_k([names[j] for j in np.argsort(-sim[i], kind="stable")], lists[q], k)
+               for q, i in first.items() if q in lists]
+        assert m[f"mAP@{k}_multi"] == pytest.approx(np.mean(aps), abs=1e-9), k
     full = json.loads((run/"evaluation-evaluation.json").read_text())
     assert full["audio_pretrained"] is False and full["trained_on"] == "clotho"
+
+def test_evaluate_sees_an_overwritten_clip(corpus, run, tmp_path):
+    "One evaluation WAV replaced by other audio of the same length: its column of predictions.csv changes."
+    data = tmp_path/"data"; shutil.copytree(corpus, data, ignore=shutil.ignore_patterns(".lasr_cache"))
+    mine = tmp_path/"run"; shutil.copytree(run, mine, ignore=shutil.ignore_patterns("embeddings"))
+    r = lasr("evaluate", mine, "--data-root", data, "--predictions", tmp_path/"p1.csv", "--quiet")
+    assert r.returncode == 0, r.stderr
+    wavs = sorted((data/"CLOTHO_v2.1"/"clotho_audio_files"/"evaluation").glob("*.wav"))
+    y, sr = sf.read(wavs[0], dtype="int16")
+    size = wavs[0].stat().st_size
+    other = np.random.default_rng(0).integers(-8000, 8000, len(y)).astype(np.int16)
+    sf.write(wavs[0], other, sr, subtype="PCM_16")
+    assert wavs[0].stat().st_size == size                                 # same length, same size
+    r = lasr("evaluate", mine, "--data-root", data, "--predictions", tmp_path/"p2.csv", "--quiet")
+    assert r.returncode == 0, r.stderr
+    q1, n1, s1 = read_predictions(tmp_path/"p1.csv"); q2, n2, s2 = read_predictions(tmp_path/"p2.csv")
+    assert (q1, n1) == (q2, n2)
+    j = n1.index(wavs[0].name)
+    assert np.abs(s1[:, j] - s2[:, j]).max() > 1e-3                        # the new audio is scored
+    np.testing.assert_array_equal(np.delete(s1, j, 1), np.delete(s2, j, 1))  # and nothing else changed
+    model = load_model(mine)
+    want = embed_text(model, q2) @ embed_audio(model, [wavs[0]]).T
+    np.testing.assert_allclose(s2[:, j], want[:, 0], rtol=0, atol=1e-5)
 
 def test_hear_style_embeddings_are_deterministic_and_batch_invariant(corpus, run):
     model = load_model(run)
