@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #cbbba57d
 from __future__ import annotations
-import hashlib, json, math, os, time, warnings
+import gc, hashlib, json, math, os, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -311,6 +311,10 @@ def _trainer_kwargs(cfg: Config) -> dict:
     strategy = r.strategy if r.strategy != "auto" else ("ddp_find_unused_parameters_true" if gpu and n > 1 else "auto")
     devices = r.devices if r.devices != "auto" else (n if gpu else 1)
     if isinstance(devices, str) and devices.isdigit(): devices = int(devices)
+    if strategy in ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false"):
+        from lightning.pytorch.strategies import DDPStrategy
+        # gradients kept in DDP's communication buckets, not beside them: one copy of the gradients less per process
+        strategy = DDPStrategy(find_unused_parameters=strategy.endswith("_true"), gradient_as_bucket_view=True)
     return dict(accelerator="gpu" if gpu else "cpu", devices=devices, precision=precision, strategy=strategy)
 
 def _check_resume(cfg: Config, out: Path) -> Config:
@@ -409,6 +413,7 @@ def train(cfg: Config,                 # the run's config
             if not (resume and (pre / "train.json").exists()):
                 summary["pretrain"] = _fit_stage(cfg, data_root, pre, resume and (pre / "config.json").exists(),
                                                  progress, list(callbacks), cfg.data.pretrain_corpora, init_from)
+                gc.collect()   # stage 1's model and optimiser (trainer <-> module cycles) go before stage 2's come
             init_from = str(pre)
         summary.update(_fit_stage(cfg, data_root, out, resume and (out / "lightning" / "last.ckpt").exists(),
                                   progress, list(callbacks), None, init_from))
