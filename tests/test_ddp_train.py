@@ -61,3 +61,21 @@ def test_a_failing_rank_ends_the_run_with_its_message(corpus, tmp_path):
     assert p.returncode != 0
     assert "(rank 1): error" in err and "audio file not found" in err, err[-3000:]
     assert not (out/"train.json").exists()
+
+def test_resume_in_two_processes_continues_the_same_schedule(corpus, ddp_run, tmp_path):
+    import os, signal
+    ref, _ = ddp_run
+    out = tmp_path/"killed"
+    p = subprocess.Popen([str(LASR), "train", "--preset", "smoke", "--data-root", str(corpus), "--out", str(out), "--quiet", *DDP],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=lasr_env(), start_new_session=True)
+    t0 = time.time()
+    while not (out/"lightning"/"last.ckpt").exists() and p.poll() is None and time.time() - t0 < 240: time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)                   # both ranks die after epoch 1's resume state is written
+    p.wait()
+    assert not (out/"train.json").exists()
+    r = lasr("train", "--preset", "smoke", "--data-root", corpus, "--out", out, "--quiet", "--resume", *DDP, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s, s_ref = (json.loads((d/"train.json").read_text()) for d in (out, ref))
+    assert s["steps"] == s_ref["steps"] and s["steps_per_epoch"] == s_ref["steps_per_epoch"]
+    a, b = lr_by_step(ref), lr_by_step(out)
+    assert sorted(b) == list(range(s["steps"])) and b == a
