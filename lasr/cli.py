@@ -126,8 +126,9 @@ def _add_describe(sub):
 # %% ../nbs/09_cli.ipynb #957e79cc
 def cmd_train(args) -> int:
     "Train a preset on a corpus into a run folder."
-    from lasr.train import train
+    from lasr.train import train, process_rank
     s = train(_config(args), args.data_root, args.out, resume=args.resume, progress=not args.quiet)
+    if process_rank(): return 0   # under DDP the summary is rank 0's to print
     best = s.get("best") or {}
     print(f"trained {s['steps']} steps in {s['seconds']} s; best validation mAP@10 "
           f"{100 * best.get('val/mAP@10', float('nan')):.2f}; run folder {args.out}")
@@ -137,7 +138,9 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train a system into a run folder",
                        description="Train the dual encoder of a preset. The corpus is validated before anything is "
                                    "written; the run folder gets config.json, best/last checkpoints (safetensors + "
-                                   "JSON sidecar), logs and a summary.")
+                                   "JSON sidecar), logs and a summary. With run.devices=N (N GPUs, or N gloo "
+                                   "processes on a CPU) Lightning starts ranks 1..N-1 by running this command again; "
+                                   "only rank 0 writes, and optim.batch_size is per process.")
     _preset_args(p)
     p.add_argument("--data-root", required=True, type=Path, help="folder holding the corpora")
     p.add_argument("--out", required=True, type=Path, help="run folder")
@@ -149,7 +152,7 @@ def cmd_evaluate(args) -> int:
     "Evaluate a run on a split."
     from lasr.train import evaluate
     m = evaluate(args.run, args.data_root, args.split, args.relevance, args.out, args.predictions,
-                 progress=not args.quiet, ci=args.ci)
+                 progress=not args.quiet, device=args.device, ci=args.ci)
     print(_format_ci({k: v for k, v in m.items() if k != "ci"}, m.get("ci", {})))
     return 0
 
@@ -164,6 +167,8 @@ def _add_evaluate(sub):
     p.add_argument("--out", type=Path, help="metrics JSON (the keys of score --json plus n_queries, n_items)")
     p.add_argument("--predictions", type=Path, help="write the DCASE 2025 prediction CSV here")
     p.add_argument("--ci", action="store_true", help="add a 95%% bootstrap interval to each metric (as lasr score --ci)")
+    p.add_argument("--device", default="auto", help="auto (the first CUDA GPU when there is one, else the CPU), "
+                                                    "cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 
@@ -242,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except LasrError as e:
-        print(f"lasr {args.command}: error: {e}", file=sys.stderr)
+        from lasr.train import process_rank   # a DDP rank > 0 says which rank failed
+        rank = process_rank()
+        print(f"lasr {args.command}{f' (rank {rank})' if rank else ''}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"lasr {args.command}: interrupted", file=sys.stderr)

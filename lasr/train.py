@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #cbbba57d
 from __future__ import annotations
-import hashlib, json, math, os, time, warnings
+import gc, hashlib, json, math, os, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +15,10 @@ from .core import (Config, LasrError, save_config, load_config, to_dict,
                        from_dict, seed_everything, provenance)
 
 # %% auto #0
-__all__ = ['lr_at', 'lr_lambda', 'save_checkpoint', 'strip_prefixes', 'load_checkpoint', 'load_state_into', 'gather_rows',
-           'embed_batch', 'split_metrics', 'RetrievalModule', 'BestCheckpoint', 'RngState', 'data_fingerprint', 'train',
-           'load_model', 'embed_audio', 'embed_text', 'recall_curve', 'plot_recall', 'evaluate']
+__all__ = ['lr_at', 'lr_lambda', 'save_checkpoint', 'weights_sha256', 'strip_prefixes', 'load_checkpoint', 'load_state_into',
+           'gather_rows', 'first_rows', 'unique_split', 'embed_batch', 'split_metrics', 'RetrievalModule',
+           'BestCheckpoint', 'RngState', 'process_rank', 'data_fingerprint', 'train', 'lasr_command', 'run_lasr',
+           'resolve_device', 'load_model', 'embed_audio', 'embed_text', 'recall_curve', 'plot_recall', 'evaluate']
 
 # %% ../nbs/07_train.ipynb #27a18d77
 def lr_at(step: int,            # optimiser steps taken so far (0-based)
@@ -67,6 +68,15 @@ def save_checkpoint(model: nn.Module,    # the model whose state_dict is saved
     os.replace(tmp_w, weights)
     os.replace(tmp_s, sidecar)
     return weights
+
+def weights_sha256(state: dict[str, Tensor]) -> str:
+    "SHA-256 of a state dict's names, dtypes, shapes and bytes (the same for a model and its saved checkpoint)."
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().to("cpu")
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}\n".encode())
+        h.update(memoryview(v.contiguous().reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
 
 def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
     "Remove wrapper prefixes (`module.` from DDP, `_orig_mod.` from torch.compile, `model.` from Lightning)."
@@ -128,6 +138,28 @@ def gather_rows(x: Tensor) -> Tensor:
     dist.all_gather(parts, torch.cat([x, pad]))
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
 
+# %% ../nbs/07_train.ipynb #5d1e7a20
+def first_rows(keys: Tensor, # (rows,) integer key of every row, e.g. audio_index
+              ) -> Tensor:   # (unique keys,) row indices, in increasing key order
+    "Index of the first row holding each distinct key: drops the rows a padded sampler repeated."
+    order = torch.argsort(keys, stable=True)
+    k = keys[order]
+    keep = torch.ones_like(k, dtype=torch.bool); keep[1:] = k[1:] != k[:-1]
+    return order[keep]
+
+def unique_split(audio: Tensor, audio_index: Tensor, # (rows, E) audio embeddings and (rows,) their audio_index
+                 text: Tensor, targets: Tensor, caption_pos: Tensor, # (C, E) captions, (C,) their audio_index, (C,) index within the clip
+                ) -> tuple[Tensor, Tensor, Tensor]: # audio (items, E), text (queries, E), targets (queries,) as row of audio
+    "Gathered validation rows with every clip and every caption once, in split order (clip, then caption)."
+    i = first_rows(audio_index)
+    audio, audio_index = audio[i], audio_index[i]
+    j = first_rows(targets * (int(caption_pos.max()) + 1 if len(caption_pos) else 1) + caption_pos)
+    text, targets = text[j], targets[j]
+    row = torch.full((int(audio_index.max()) + 1,), -1, dtype=torch.long, device=audio_index.device)
+    row[audio_index] = torch.arange(len(audio_index), device=audio_index.device)
+    return audio, text, row[targets]
+
+
 # %% ../nbs/07_train.ipynb #f2208e24
 @torch.no_grad()
 def embed_batch(model, batch: dict, device) -> tuple[Tensor, Tensor, Tensor]:
@@ -154,10 +186,13 @@ import lightning as L
 
 class RetrievalModule(L.LightningModule):
     "Lightning wrapper: contrastive training and whole-split validation of a dual encoder."
-    def __init__(self, cfg: Config, steps_per_epoch: int = 1, load_weights: bool = True):
+    def __init__(self, cfg: Config,
+                 steps_per_epoch: int = 0,   # optimiser steps per epoch; 0 = ask the trainer (after DDP sharding)
+                 load_weights: bool = True):
         super().__init__()
         from lasr.model import create_model
         self.cfg, self.steps_per_epoch = cfg, steps_per_epoch
+        self.start_sha256 = None   # weights_sha256 of the model when training (re)starts
         self.model = create_model(cfg, load_weights=load_weights)   # holds the loss (and a learnable tau)
         self._val: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
 
@@ -176,27 +211,37 @@ class RetrievalModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         a, t, tgt = embed_batch(self.model, batch, self.device)
-        self._val.append((a, batch["audio_index"].to(self.device), t, tgt))
+        pos = torch.tensor([k for cs in batch["all_captions"] for k in range(len(cs))], dtype=torch.long, device=self.device)
+        self._val.append((a, batch["audio_index"].to(self.device), t, tgt, pos))
 
     def on_validation_epoch_end(self):
         if not self._val: return
-        a, ai, t, tgt = (torch.cat(x) for x in zip(*self._val))
+        a, ai, t, tgt, pos = (gather_rows(torch.cat(x)) for x in zip(*self._val))
         self._val.clear()
-        a, ai, t, tgt = gather_rows(a), gather_rows(ai), gather_rows(t), gather_rows(tgt)
-        # a distributed sampler may repeat audios to even out shards: keep one row per audio_index
-        order = torch.argsort(ai, stable=True)
-        a, ai = a[order], ai[order]
-        keep = torch.ones_like(ai, dtype=torch.bool); keep[1:] = ai[1:] != ai[:-1]
-        a, ai = a[keep], ai[keep]
-        pos = torch.full((int(ai.max()) + 1,), -1, dtype=torch.long, device=ai.device); pos[ai] = torch.arange(len(ai), device=ai.device)
-        m = split_metrics(a, t, pos[tgt])
+        m = split_metrics(*unique_split(a, ai, t, tgt, pos))
         for k, v in m.items(): self.log(f"val/{k}", v, prog_bar=k == "mAP@10", sync_dist=False, rank_zero_only=False)
+
+    def on_train_start(self):
+        self.start_sha256 = weights_sha256(self.model.state_dict())
+
+    def _trainer_steps_per_epoch(self) -> int:
+        "Optimiser steps per epoch on each rank, once Lightning has sharded the training data."
+        t = self.trainer
+        t.estimated_stepping_batches   # sets up the (distributed) training loader
+        n = t.num_training_batches
+        if not n or math.isinf(n):
+            raise LasrError(f"no training batches on each of the {t.world_size} process(es): fewer training "
+                            f"{'clips' if self.cfg.data.batch_by == 'clip' else 'pairs'} per process than the batch "
+                            f"size {self.cfg.optim.batch_size} (optim.batch_size is per process)")
+        return math.ceil(n / t.accumulate_grad_batches)
 
     def configure_optimizers(self):
         from lasr.model import parameter_groups
         o = self.cfg.optim
         groups = parameter_groups(self.model, self.cfg)
         opt = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay)
+        # with N processes an epoch has 1/N of the single-process steps: warm-up and cosine stay in epochs
+        if not self.steps_per_epoch: self.steps_per_epoch = self._trainer_steps_per_epoch()
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(self.cfg, self.steps_per_epoch))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -237,6 +282,15 @@ class RngState(L.Callback):
         torch.set_rng_state(s["torch"])
         if s["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
+# %% ../nbs/07_train.ipynb #6b3c1f41
+_RANK_VARS = ("RANK", "SLURM_PROCID", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK")
+
+def process_rank() -> int:
+    "0 in the main process; in a process started by a DDP launcher, its (nonzero) rank from the environment."
+    vals = [int(os.environ[k]) for k in _RANK_VARS if os.environ.get(k, "").strip().isdigit()]
+    return next((v for v in vals if v), 0)
+
+
 # %% ../nbs/07_train.ipynb #b094df3f
 def data_fingerprint(split) -> str:
     "SHA-1 of a split's file names, sizes and captions: what a checkpoint was trained on."
@@ -257,6 +311,10 @@ def _trainer_kwargs(cfg: Config) -> dict:
     strategy = r.strategy if r.strategy != "auto" else ("ddp_find_unused_parameters_true" if gpu and n > 1 else "auto")
     devices = r.devices if r.devices != "auto" else (n if gpu else 1)
     if isinstance(devices, str) and devices.isdigit(): devices = int(devices)
+    if strategy in ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false"):
+        from lightning.pytorch.strategies import DDPStrategy
+        # gradients kept in DDP's communication buckets, not beside them: one copy of the gradients less per process
+        strategy = DDPStrategy(find_unused_parameters=strategy.endswith("_true"), gradient_as_bucket_view=True)
     return dict(accelerator="gpu" if gpu else "cpu", devices=devices, precision=precision, strategy=strategy)
 
 def _check_resume(cfg: Config, out: Path) -> Config:
@@ -290,11 +348,12 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
     seed_everything(cfg.run.seed)
     dm = RetrievalDataModule(cfg, data_root, train_corpora=train_corpora, progress=progress)
     dm.setup("fit")                                  # validation and caches before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.json")
-    steps_per_epoch = len(dm.train_dataloader())
-    if steps_per_epoch == 0: raise LasrError(f"no training batches: {len(dm.train_ds)} pairs < batch size {cfg.optim.batch_size}")
-    module = RetrievalModule(cfg, steps_per_epoch, load_weights=not init_from and not resume)
+    main = process_rank() == 0
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.json")
+    if len(dm.train_dataloader()) == 0: raise LasrError(f"no training batches: {len(dm.train_ds)} pairs < batch size {cfg.optim.batch_size}")
+    module = RetrievalModule(cfg, load_weights=not init_from and not resume)   # steps per epoch: from the trainer
     if init_from and not resume:
         state, info = load_checkpoint(_resolve_checkpoint(init_from))
         load_state_into(module.model, state, info, source=str(init_from))
@@ -303,7 +362,7 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
                            monitor=None, every_n_epochs=1)
     cbs = [BestCheckpoint(out, cfg, data_fingerprint=fp, train_corpora=train_corpora or cfg.data.corpus), ckpt,
            RngState(), *callbacks]
-    if progress: cbs.append(TQDMProgressBar(refresh_rate=max(1, steps_per_epoch // 20)))
+    if progress: cbs.append(TQDMProgressBar(refresh_rate=max(1, len(dm.train_dataloader()) // 20)))
     o = cfg.optim
     trainer = L.Trainer(**_trainer_kwargs(cfg), max_epochs=o.epochs, max_steps=cfg.run.max_steps,
                         logger=CSVLogger(out, name="logs"), callbacks=cbs, num_sanity_val_steps=0,
@@ -315,19 +374,25 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec|weights_only|in eval mode|exists and is not empty).*")
+        # validation metrics are computed on the whole gathered split, the same on every rank: nothing to sync
+        warnings.filterwarnings("ignore", message=".*It is recommended to use `self.log\\(.*sync_dist=True.*")
         try: trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.exists() else None)
         except SystemExit:   # Lightning turns Ctrl-C into exit(1): report it as an interrupt (the CLI's exit 130)
             if trainer.interrupted: raise KeyboardInterrupt from None
             raise
+    best = out / "best.json"
+    summary = {"steps": trainer.global_step, "epochs": trainer.current_epoch, "steps_per_epoch": module.steps_per_epoch,
+               "processes": trainer.world_size, "global_batch": cfg.optim.batch_size * trainer.world_size,
+               "seconds": round(time.time() - t0, 1), "train_pairs": len(dm.splits["train"].pairs()),
+               "train_clips": len(dm.splits["train"]), "data_fingerprint": fp, "init_from": init_from if not resume else "",
+               "start_weights_sha256": module.start_sha256, **provenance(cfg)}
     if trainer.is_global_zero:
         save_checkpoint(module.model, out / "last", cfg, epoch=trainer.current_epoch, step=trainer.global_step,
                         data_fingerprint=fp)
-    best = out / "best.json"
-    summary = {"steps": trainer.global_step, "epochs": trainer.current_epoch, "steps_per_epoch": steps_per_epoch,
-               "seconds": round(time.time() - t0, 1), "train_pairs": len(dm.splits["train"].pairs()),
-               "train_clips": len(dm.splits["train"]), "data_fingerprint": fp,
-               "best": json.loads(best.read_text()).get("metrics") if best.exists() else None, **provenance(cfg)}
-    (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary["best"] = json.loads(best.read_text()).get("metrics") if best.exists() else None
+        (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    trainer.strategy.barrier("lasr stage written")   # the next stage (on every rank) reads what rank 0 wrote
+    if not trainer.is_global_zero: summary["best"] = json.loads(best.read_text()).get("metrics") if best.exists() else None
     return summary
 
 def _resolve_checkpoint(path: str | Path) -> Path:
@@ -345,10 +410,11 @@ def train(cfg: Config,                 # the run's config
     "Train the system of `cfg` on the corpora under `data_root`, leaving a run folder in `out`."
     out, data_root = Path(out), Path(data_root)
     if not data_root.is_dir(): raise LasrError(f"data root not found: {data_root}")
+    main = process_rank() == 0   # ranks > 0 are started once rank 0 has created the run folder: they only read it
     if resume:
         if not (out / "config.json").exists(): raise LasrError(f"--resume: {out} holds no run to resume")
         cfg = _check_resume(cfg, out)
-    elif (out / "config.json").exists():
+    elif main and (out / "config.json").exists():
         raise LasrError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     # a process-wide setting: restored afterwards, so that training leaves no global state behind
     previous = torch.get_float32_matmul_precision()
@@ -360,17 +426,65 @@ def train(cfg: Config,                 # the run's config
             if not (resume and (pre / "train.json").exists()):
                 summary["pretrain"] = _fit_stage(cfg, data_root, pre, resume and (pre / "config.json").exists(),
                                                  progress, list(callbacks), cfg.data.pretrain_corpora, init_from)
+                gc.collect()   # stage 1's model and optimiser (trainer <-> module cycles) go before stage 2's come
             init_from = str(pre)
         summary.update(_fit_stage(cfg, data_root, out, resume and (out / "lightning" / "last.ckpt").exists(),
                                   progress, list(callbacks), None, init_from))
     finally: torch.set_float32_matmul_precision(previous)
-    save_config(cfg, out / "config.json")
-    (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if main:
+        save_config(cfg, out / "config.json")
+        (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
+# %% ../nbs/07_train.ipynb #3e7d5a11
+_LAUNCH_VARS = ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+                "MASTER_ADDR", "MASTER_PORT")
+
+def lasr_command() -> list[str]:
+    "The argv prefix that runs this installation's `lasr` command with this Python."
+    import shutil, sys
+    here = Path(sys.executable).parent / "lasr"
+    script = here if here.is_file() else (Path(shutil.which("lasr")) if shutil.which("lasr") else None)
+    if script is None: raise LasrError(f"the lasr command was not found beside {sys.executable} or on PATH: "
+                                       "install the package (pip install -e .) into this environment")
+    return [sys.executable, str(script)]
+
+def run_lasr(*args,              # the command line after `lasr`, e.g. "train", "--preset", "demo", ...
+             echo: bool = True,  # print the output as it comes (into the notebook's output)
+             cwd: str | Path | None = None,
+            ) -> str:            # everything the command printed (stdout and stderr)
+    "Run `lasr ARGS` as a new process, streaming its output; a failure raises LasrError with its last lines."
+    import collections, subprocess, sys
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
+    env["PYTHONUNBUFFERED"] = "1"
+    cmd = lasr_command() + [str(a) for a in args]
+    lines, tail = [], collections.deque(maxlen=30)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          env=env, cwd=cwd) as p:
+        for line in p.stdout:
+            lines.append(line); tail.append(line)
+            if echo: print(line, end="", flush=True)
+    if p.returncode != 0:
+        raise LasrError(f"`lasr {' '.join(map(str, args[:1]))}` ended with exit code {p.returncode}; its last lines:\n"
+                        + "".join(tail).rstrip())
+    if echo: sys.stdout.flush()
+    return "".join(lines)
+
+
 # %% ../nbs/07_train.ipynb #99eae98d
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    "`auto` (or None): the first CUDA GPU when there is one, else the CPU; otherwise the device named."
+    if device is None or str(device) == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError): raise LasrError(f"device {device!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LasrError(f"device {device!r}: this torch sees no CUDA GPU (CPU-only build or no driver); use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise LasrError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    return dev
+
 def load_model(run: str | Path,            # run folder (uses best.safetensors) or a checkpoint path
-               device: str | torch.device = "cpu"):
+               device: str | torch.device | None = "auto"): # auto: the GPU when there is one, else the CPU
     "The trained dual encoder of a run, in eval mode, with its config as `.cfg` and sidecar as `.info`."
     from lasr.model import create_model
     path = _resolve_checkpoint(run)
@@ -380,7 +494,7 @@ def load_model(run: str | Path,            # run folder (uses best.safetensors) 
     model = create_model(cfg, load_weights=False)
     load_state_into(model, state, info, source=str(path))
     model.cfg, model.info = cfg, info
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()
 
 @torch.no_grad()
 def embed_audio(model,                       # from `load_model`
@@ -463,7 +577,7 @@ def evaluate(run: str | Path,                  # run folder (or checkpoint)
              predictions: str | Path | None = None, # DCASE 2025 prediction CSV
              figure: str | Path | None = None, # recall-at-k PNG; default RUN/recall-<split>.png
              progress: bool = True,
-             device: str | torch.device = "cpu",
+             device: str | torch.device | None = "auto", # auto: the GPU when there is one, else the CPU
              ci: bool = False,                 # add "ci": {metric: [low, high]}, 95% clip bootstrap (1000 resamples, seed 0)
             ) -> dict:
     "Evaluate a trained run on a split; returns the metrics dict."

@@ -1,0 +1,40 @@
+"Helpers of the multi-process tests: the learning rate per logged step, and one-process validation of a checkpoint."
+import json, os, subprocess, sys
+from pathlib import Path
+import pandas as pd
+
+LASR = Path(sys.executable).parent/"lasr"
+
+def lasr_env(threads: int = 1) -> dict:
+    "Environment of a `lasr` child: no inherited launcher variables, a fixed thread count per process."
+    drop = {"LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, "OMP_NUM_THREADS": str(threads)}
+
+def lasr(*args, timeout=600, threads=1):
+    return subprocess.run([str(LASR), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=lasr_env(threads))
+
+def lr_by_step(out: Path) -> dict[int, float]:
+    "Learning rate per optimiser step from every CSV log of a run folder (later logs win)."
+    lr = {}
+    for f in sorted((out/"logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])):
+        df = pd.read_csv(f)
+        if "lr" not in df: continue
+        for s, v in df.dropna(subset=["lr"])[["step", "lr"]].itertuples(index=False): lr[int(s)] = float(v)
+    return lr
+
+def validate_one_process(run: Path, data_root: Path, checkpoint: str = "best", precision: str = "32-true") -> dict:
+    "Validation metrics of a run's checkpoint computed by the training code path in this (single) process."
+    import lightning as L
+    from lasr.core import load_config
+    from lasr.data import RetrievalDataModule
+    from lasr.train import RetrievalModule, load_checkpoint, load_state_into
+    cfg = load_config(run/"config.json")
+    module = RetrievalModule(cfg, load_weights=False)
+    state, info = load_checkpoint(run/checkpoint)
+    load_state_into(module.model, state, info)
+    dm = RetrievalDataModule(cfg, data_root, progress=False)
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision=precision, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False)
+    trainer.validate(module, datamodule=dm, verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}, info
