@@ -531,6 +531,15 @@ def masked_mean(h: Tensor, # (B, L, D) token states
     m = mask.to(h.dtype).unsqueeze(-1)
     return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
+def _folder_dense(folder: Path) -> tuple[int, int] | None:
+    "(in, out) of a sentence-transformers Dense layer in `folder/2_Dense`, None when there is none."
+    import json
+    f = folder / "2_Dense" / "config.json"
+    if not f.is_file(): return None
+    c = json.loads(f.read_text())
+    if c.get("bias", False): raise LasrError(f"{f}: a Dense layer with a bias is not supported")
+    return int(c["in_features"]), int(c["out_features"])
+
 class TextEncoder(nn.Module):
     "A Hugging Face encoder with caption normalisation, tokenization and pooling: (tokens) -> (B, dim)."
     def __init__(self, cfg: TextConfig, load_weights: bool = True):
@@ -541,28 +550,37 @@ class TextEncoder(nn.Module):
         if cfg.pooling not in ("mean", "first", "default"):
             raise LasrError(f"text.pooling must be mean, first or default, got {cfg.pooling!r}")
         self.pooling = (spec.pooling if spec else "mean") if cfg.pooling == "default" else cfg.pooling
-        self._tokenizer, self.pretrained, folder = None, False, None
+        self._tokenizer, self.pretrained = None, False
+        # a weights folder defines the architecture and the tokenizer whether or not its weights are
+        # loaded now: stage 2, --resume, load_model and evaluate rebuild exactly the model of stage 1
+        folder = self._folder(cfg, spec, load_weights)
+        self._tok_source = cfg.tokenizer or (str(folder) if folder is not None else cfg.encoder)
         if cfg.pretrained and load_weights:
-            folder = text_folder(cfg.encoder, cfg.weights)
             self.model = _hf_model("", folder=folder, dropout=cfg.dropout)
-            self.pretrained, self._tok_source = True, cfg.tokenizer or str(folder)
+            self.pretrained = True
         else:
-            if spec is None and not Path(cfg.encoder).expanduser().is_dir():
-                raise LasrError(f"unknown text.encoder {cfg.encoder!r} for random initialisation; registered: "
-                                f"{', '.join(TEXT_ENCODERS)} (or give a local model folder)")
-            config = _arch_config(spec) if spec else _folder_config(Path(cfg.encoder).expanduser())
-            self._tok_source = cfg.tokenizer or cfg.encoder
+            config = _folder_config(folder) if folder is not None else _arch_config(spec)
             if load_weights:   # random weights for real use: the embedding table must cover the tokenizer
                 config.vocab_size = max(config.vocab_size, len(self.tokenizer))
             self.model = _hf_model(config.model_type, config=config, dropout=cfg.dropout)
-        self.dense = None
-        if spec is not None and spec.dense:      # part of the model (gtr-t5): built whatever the pooling
-            self.dense = nn.Linear(*spec.dense, bias=False)
-            if folder is not None: self._load_dense(folder / "2_Dense")
+        # part of the model (gtr-t5): built whatever the pooling; a folder's own 2_Dense decides
+        dense = _folder_dense(folder) if folder is not None else (spec.dense if spec is not None else None)
+        self.dense = nn.Linear(*dense, bias=False) if dense else None
+        if self.dense is not None and self.pretrained: self._load_dense(folder / "2_Dense")
         hidden = getattr(self.model.config, "hidden_size", None) or self.model.config.d_model
         self.dim = self.dense.out_features if self.dense is not None else hidden
         if not cfg.trainable:
             for p in self.parameters(): p.requires_grad_(False)
+
+    @staticmethod
+    def _folder(cfg: TextConfig, spec: TextSpec | None, load_weights: bool) -> Path | None:
+        "The model folder that defines this encoder: `text.weights`, a local or cached model; None = the registry's architecture."
+        if cfg.weights or (cfg.pretrained and load_weights): return text_folder(cfg.encoder, cfg.weights)
+        if spec is not None: return None
+        try: return text_folder(cfg.encoder)
+        except LasrError:
+            raise LasrError(f"unknown text.encoder {cfg.encoder!r} for random initialisation; registered: "
+                            f"{', '.join(TEXT_ENCODERS)} (or give a local model folder with text.weights)") from None
 
     def _load_dense(self, d: Path):
         "Weights of a sentence-transformers Dense layer (`2_Dense/model.safetensors` or `pytorch_model.bin`)."
