@@ -21,8 +21,8 @@ from .audio import MelFrontend, SpecMask, window_samples, n_frames
 # %% auto #0
 __all__ = ['AUDIO_ENCODERS', 'TEXT_ENCODERS', 'hf_folder', 'quiet_transformers', 'torch_hub_file', 'AudioSpec', 'AudioEncoder',
            'PaSSTEncoder', 'ClapMel', 'ClapEncoder', 'WhisperMel', 'WhisperEncoder', 'Data2VecEncoder',
-           'build_audio_encoder', 'TextSpec', 'text_folder', 'load_tokenizer', 'masked_mean', 'TextEncoder',
-           'build_text_encoder']
+           'audio_defaults', 'build_audio_encoder', 'TextSpec', 'text_folder', 'load_tokenizer', 'masked_mean',
+           'TextEncoder', 'build_text_encoder']
 
 # %% ../nbs/04_encoders.ipynb #d2830d18
 def hf_folder(hub_id: str, # Hugging Face model id, e.g. "roberta-large"
@@ -92,6 +92,7 @@ class AudioSpec:
     arch: dict = field(default_factory=dict)  # architecture values (layers, widths, ...)
     source: str = ""                     # Hugging Face id, or checkpoint URL for PaSST
     description: str = ""
+    first_trainable_block: int = 0       # default of audio.first_trainable_block: blocks below are frozen
 
 class AudioEncoder(nn.Module):
     "Base class: one embedding per window, with stem / blocks / after / unused split for freezing."
@@ -372,29 +373,36 @@ _D2V_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, int
 
 AUDIO_ENCODERS: dict[str, AudioSpec] = {s.name: s for s in [
     AudioSpec("passt", "passt", 32000, dict(arch="passt_s_p16_s16_128_ap468", n_classes=527), _PASST_URL,
-              "PaSST-S p16 s16 (AudioSet mAP .468), 12 x 768; the paper's encoder"),
+              "PaSST-S p16 s16 (AudioSet mAP .468), 12 x 768; the paper's encoder", 8),
     AudioSpec("passt-small", "passt", 32000, dict(embed_dim=192, depth=4, num_heads=3, n_classes=0), "",
               "PaSST class, 4 x 192 (CPU demo, random weights)"),
     AudioSpec("passt-tiny", "passt", 32000, dict(embed_dim=64, depth=2, num_heads=2, n_classes=0), "",
               "PaSST class, 2 x 64 (tests, random weights)"),
     AudioSpec("clap-htsat", "clap", 48000, dict(), "laion/clap-htsat-unfused",
-              "CLAP HTSAT audio tower (Swin 2-2-6-2, 768)"),
+              "CLAP HTSAT audio tower (Swin 2-2-6-2, 768)", 3),
     AudioSpec("clap-htsat-tiny", "clap", 48000, _CLAP_TINY, "", "CLAP HTSAT class, 2 stages of 1 block (tests)"),
     AudioSpec("whisper-base", "whisper", 16000,
               dict(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048, num_mel_bins=80,
-                   max_source_positions=1500, vocab_size=51865), "openai/whisper-base", "Whisper base encoder, 6 x 512"),
+                   max_source_positions=1500, vocab_size=51865), "openai/whisper-base", "Whisper base encoder, 6 x 512", 4),
     AudioSpec("whisper-small", "whisper", 16000,
               dict(d_model=768, encoder_layers=12, encoder_attention_heads=12, encoder_ffn_dim=3072, num_mel_bins=80,
-                   max_source_positions=1500, vocab_size=51865), "openai/whisper-small", "Whisper small encoder, 12 x 768"),
+                   max_source_positions=1500, vocab_size=51865), "openai/whisper-small", "Whisper small encoder, 12 x 768", 8),
     AudioSpec("whisper-tiny", "whisper", 16000,
               dict(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536, num_mel_bins=80,
-                   max_source_positions=1500, vocab_size=51865), "openai/whisper-tiny", "Whisper tiny encoder, 4 x 384"),
+                   max_source_positions=1500, vocab_size=51865), "openai/whisper-tiny", "Whisper tiny encoder, 4 x 384", 3),
     AudioSpec("data2vec-audio-base", "data2vec", 16000, dict(), "facebook/data2vec-audio-base",
-              "data2vec-audio base, conv features + 12 x 768"),
+              "data2vec-audio base, conv features + 12 x 768", 8),
     AudioSpec("data2vec-audio-tiny", "data2vec", 16000, _D2V_TINY, "", "data2vec-audio class, 2 x 32 (tests)"),
 ]}
 
 _AUDIO_FAMILIES = {"passt": PaSSTEncoder, "clap": ClapEncoder, "whisper": WhisperEncoder, "data2vec": Data2VecEncoder}
+
+def audio_defaults(name: str, # audio encoder registry name
+                  ) -> dict: # sample_rate (Hz), first_trainable_block
+    "What `audio.sample_rate=0` and `audio.first_trainable_block=-1` mean for this encoder."
+    spec = AUDIO_ENCODERS.get(name)
+    if spec is None: raise LasrError(f"unknown audio.encoder {name!r}; choose one of: {', '.join(AUDIO_ENCODERS)}")
+    return {"sample_rate": spec.sample_rate, "first_trainable_block": spec.first_trainable_block}
 
 def build_audio_encoder(cfg: AudioConfig, load_weights: bool = True) -> AudioEncoder:
     "The audio encoder `cfg.encoder`, frozen below `cfg.first_trainable_block`; weights only if asked and pretrained."

@@ -71,3 +71,76 @@ def test_weights_folder_is_used_by_every_stage_offline(model_dir, corpus, offlin
         r = lasr(offline, "evaluate", run, "--data-root", corpus, "--quiet")
         assert r.returncode == 2 and str(model_dir) in r.stderr and "Traceback" not in r.stderr, r.stderr
     finally: moved.rename(model_dir)
+
+
+# Table 1 of the paper: every audio x text encoder pair must build from the registry alone
+TABLE1_AUDIO = ["passt", "clap-htsat", "whisper-base", "data2vec-audio-base"]
+TABLE1_TEXT = {"roberta-large": "roberta-tiny", "all-mpnet-base-v2": "mpnet-tiny", "bge-base-en-v1.5": "bert-tiny",
+               "gtr-t5-large": "t5-tiny", "deberta-v3-large": "deberta-tiny"}   # full size -> same class, small
+WORDS = ["a dog barks loudly", "rain falls on a metal roof", "birds sing in the morning", "a car passes by"] * 50
+
+def tokenizer_folder(name: str, d: Path) -> Path:
+    "A folder with the registry's config and small tokenizer files of the kind the published model ships."
+    from lasr.encoders import TEXT_ENCODERS, _arch_config
+    spec = TEXT_ENCODERS[name]
+    _arch_config(spec).save_pretrained(d)
+    if spec.model_type in ("bert", "mpnet"):
+        words = sorted(set(" ".join(WORDS).split()))
+        (d/"vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<s>", "</s>", "<pad>",
+                                              "<unk>", "<mask>", *words]) + "\n")
+    elif spec.model_type == "roberta":
+        from tokenizers import ByteLevelBPETokenizer
+        t = ByteLevelBPETokenizer()
+        t.train_from_iterator(WORDS, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        t.save_model(str(d))
+    else:   # T5 and DeBERTa-v3 ship a SentencePiece model
+        import io, sentencepiece as spm
+        buf = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(WORDS), model_writer=buf, vocab_size=30, hard_vocab_limit=False,
+                                       model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+        for f in ("spm.model", "spiece.model"): (d/f).write_bytes(buf.getvalue())
+    return d
+
+def test_table1_needs_are_declared():
+    "DeBERTa-v3 (and T5 without tokenizer.json) need sentencepiece and protobuf: both are requirements."
+    import configparser
+    ini = configparser.ConfigParser(); ini.read(Path(__file__).parents[1]/"settings.ini")
+    reqs = {r.split(">")[0].split("=")[0].split("<")[0] for r in ini["DEFAULT"]["requirements"].split()}
+    assert {"sentencepiece", "protobuf", "transformers", "tokenizers"} <= reqs
+
+@pytest.mark.parametrize("name", list(TABLE1_TEXT))
+def test_table1_text_encoder_builds_and_tokenizes(name, tmp_path):
+    "The full-size architecture builds; its tokenizer class loads offline and feeds the same model class."
+    from lasr.encoders import load_tokenizer
+    folder = tokenizer_folder(name, tmp_path)
+    with torch.device("meta"):
+        e = build_text_encoder(TextConfig(encoder=name, pretrained=False, tokenizer=str(folder)), load_weights=False)
+    assert e.dim in (768, 1024)
+    tok = load_tokenizer(str(folder))
+    ids = tok(["a dog barks loudly"])["input_ids"][0]
+    assert len(ids) > 2 and tok.unk_token_id not in ids[1:-1]
+    small = build_text_encoder(TextConfig(encoder=TABLE1_TEXT[name], pretrained=False, tokenizer=str(folder))).eval()
+    with torch.no_grad(): z = small(small.tokenize(["a dog barks loudly", "rain falls"]))
+    assert z.shape == (2, small.dim) and torch.isfinite(z).all()
+
+def test_deberta_tokenizer_needs_sentencepiece(tmp_path):
+    "Why sentencepiece is declared: without it the DeBERTa-v3 tokenizer cannot be loaded."
+    folder = tokenizer_folder("deberta-v3-large", tmp_path)
+    code = ("import sys; sys.modules['sentencepiece'] = None\n"
+            "from lasr.encoders import load_tokenizer\n"
+            f"load_tokenizer({str(folder)!r})\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode != 0 and "tokenizer" in r.stderr.lower()
+
+@pytest.mark.parametrize("name", TABLE1_AUDIO)
+def test_table1_audio_cell_needs_no_hand_set_overrides(name):
+    "--set audio.encoder=NAME alone gives the encoder's rate and trainable blocks, and the model builds."
+    from lasr.core import get_preset
+    from lasr.encoders import AUDIO_ENCODERS
+    from lasr.model import describe
+    spec = AUDIO_ENCODERS[name]
+    cfg = get_preset("paper", f"audio.encoder={name}")
+    assert (cfg.audio.sample_rate, cfg.audio.first_trainable_block) == (spec.sample_rate, spec.first_trainable_block)
+    d = describe(cfg)["parts"]
+    frozen = [k for k in d if k.startswith("audio_encoder.blocks_0_")]
+    assert frozen and d[frozen[0]]["trainable"] == 0 and d["audio_encoder"]["trainable"] > 0
