@@ -41,15 +41,21 @@ def hop_samples(cfg: AudioConfig) -> int:
 # %% ../nbs/01_audio.ipynb #70fb1d6c
 def load_audio(path: str | Path, # audio file in any format soundfile reads
                sample_rate: int, # target rate, Hz
+               max_seconds: float | None = None, # decode only the first `max_seconds` (None = all)
               ) -> np.ndarray: # (samples,) float32 mono at `sample_rate`
     "Decode `path`, mix to mono and resample to `sample_rate` with soxr (HQ)."
     import soundfile as sf, soxr
     path = Path(path)
     if not path.is_file(): raise LasrError(f"audio file not found: {path}")
-    try: x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            # 0.1 s more than needed, so the resampler's filter sees what follows, as in a full decode
+            frames = -1 if max_seconds is None else int(math.ceil(max_seconds * f.samplerate)) + f.samplerate // 10
+            x, sr = f.read(frames, dtype="float32", always_2d=True), f.samplerate
     except Exception as e: raise LasrError(f"cannot decode audio file {path}: {e}") from None
     x = x.mean(axis=1, dtype=np.float32)
     if sr != sample_rate and len(x): x = soxr.resample(x, sr, sample_rate, quality="HQ")
+    if max_seconds is not None: x = x[:int(round(max_seconds * sample_rate))]
     return np.ascontiguousarray(x, dtype=np.float32)
 
 # %% ../nbs/01_audio.ipynb #ca875f75

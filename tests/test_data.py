@@ -51,4 +51,5 @@ def test_lightning_seeded_shuffling(tmp_path):
     assert len(a) == 3 * (30 // 4)                              # drop_last: 7 full batches per epoch
     by_epoch = [[caps for e, caps in a if e == k] for k in range(3)]
     assert by_epoch[0] != by_epoch[1] != by_epoch[2]            # a new order every epoch
-    assert list((tmp_path / ".lasr_cache").glob("*.h5"))        # the caches were built
+    from lasr.data import default_cache_dir
+    assert list(default_cache_dir().glob("*.h5"))               # the caches were built

@@ -144,3 +144,72 @@ def test_table1_audio_cell_needs_no_hand_set_overrides(name):
     d = describe(cfg)["parts"]
     frozen = [k for k in d if k.startswith("audio_encoder.blocks_0_")]
     assert frozen and d[frozen[0]]["trainable"] == 0 and d["audio_encoder"]["trainable"] > 0
+
+
+# Large data (item 8): where the cache goes, how much it holds, one decode per file
+def test_default_cache_folder_is_a_user_cache(monkeypatch, tmp_path):
+    from lasr.data import default_cache_dir
+    monkeypatch.delenv("LASR_CACHE", raising=False); monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path/"home"))
+    assert default_cache_dir() == tmp_path/"home"/".cache"/"lasr"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path/"xdg"))
+    assert default_cache_dir() == tmp_path/"xdg"/"lasr"
+    monkeypatch.setenv("LASR_CACHE", str(tmp_path/"mine"))
+    assert default_cache_dir() == tmp_path/"mine"
+
+@pytest.fixture()
+def long_clips(tmp_path):
+    "A Clotho tree of 3 s clips, made read-only like a shared data store."
+    import numpy as np, soundfile as sf, csv
+    root = tmp_path/"data"
+    base = root/"CLOTHO_v2.1"
+    for split, n in (("development", 20), ("validation", 4)):
+        (base/"clotho_audio_files"/split).mkdir(parents=True); (base/"clotho_csv_files").mkdir(exist_ok=True)
+        rows = [["file_name"] + [f"caption_{k}" for k in range(1, 6)]]
+        for j in range(n):
+            t = np.arange(3 * 16000) / 16000
+            sf.write(base/"clotho_audio_files"/split/f"{split}_{j}.wav", (0.2 * np.sin(2 * np.pi * (200 + 30 * j) * t)).astype("float32"), 16000)
+            rows.append([f"{split}_{j}.wav"] + [f"tone {j} caption {k}" for k in range(5)])
+        with open(base/"clotho_csv_files"/f"clotho_captions_{split}.csv", "w", newline="") as f: csv.writer(f).writerows(rows)
+    for p in sorted(root.rglob("*"), reverse=True): p.chmod(0o555 if p.is_dir() else 0o444)
+    root.chmod(0o555)
+    yield root
+    for p in [root, *root.rglob("*")]: p.chmod(0o755 if p.is_dir() else 0o644)
+
+def test_cache_decodes_once_what_training_reads_outside_a_read_only_root(long_clips, tmp_path, monkeypatch):
+    "One decode per file (validation reads the cache), capped at max_seconds even with random crops, not under the data root."
+    import lasr.data as ld
+    from lasr.core import get_preset
+    calls = []
+    real = ld.load_audio
+    monkeypatch.setattr(ld, "load_audio", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(ld, "_peak_decode", lambda p: pytest.fail("validation decoded a file again"))
+    monkeypatch.setenv("LASR_CACHE", str(tmp_path/"cache"))
+    cfg = get_preset("smoke", "audio.max_seconds=1.0", "audio.random_crop=true", "optim.batch_size=4", "data.num_workers=1")
+    dm = ld.RetrievalDataModule(cfg, long_clips, progress=False)
+    dm.setup("fit")
+    assert len(calls) == len(set(calls)) == 24                         # 20 + 4 files, each decoded once
+    caches = sorted((tmp_path/"cache").glob("*.h5"))
+    assert len(caches) == 2 and not list(long_clips.rglob("*.h5"))
+    assert all(dm.train_ds.cache.get(i)[1] == 32000 for i in range(20))   # 1 s of the 3 s stored, at 32 kHz
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["wav"].shape == (4, 32000)
+
+def test_parallel_decoding_gives_the_same_cache(long_clips, tmp_path):
+    import numpy as np
+    from lasr.data import WaveCache, read_clotho
+    paths = read_clotho(long_clips, "development").audio_paths
+    one = WaveCache(paths, tmp_path/"a", 32000, 2.0).build(progress=False, workers=1)
+    two = WaveCache(paths, tmp_path/"b", 32000, 2.0).build(progress=False, workers=2)
+    for i in range(len(paths)):
+        assert np.array_equal(one.get(i)[0], two.get(i)[0])
+    assert np.array_equal(one.peaks(), two.peaks()) and one.problems() == two.problems() == {}
+
+def test_unwritable_cache_folder_is_a_clear_error(long_clips, tmp_path):
+    from lasr.core import get_preset
+    from lasr.data import RetrievalDataModule
+    from lasr.core import LasrError
+    (tmp_path/"a-file").write_text("")                    # (chmod cannot stop root: a file in the way can)
+    cfg = get_preset("smoke", f"data.cache_dir={tmp_path}/a-file/cache")
+    with pytest.raises(LasrError, match="LASR_CACHE"):
+        RetrievalDataModule(cfg, long_clips, progress=False).setup("fit")
