@@ -213,3 +213,51 @@ def test_unwritable_cache_folder_is_a_clear_error(long_clips, tmp_path):
     cfg = get_preset("smoke", f"data.cache_dir={tmp_path}/a-file/cache")
     with pytest.raises(LasrError, match="LASR_CACHE"):
         RetrievalDataModule(cfg, long_clips, progress=False).setup("fit")
+
+
+# lasr doctor: what the paper study will find, and what is missing
+def _three_layouts(root: Path) -> Path:
+    "Clotho (synthetic), AudioCaps and WavCaps, each in its published layout, with a relevance file."
+    import csv as _csv, numpy as np, soundfile as sf
+    synth_corpus(root, n_dev=6, n_val=3, n_eval=3, seed=2, progress=False)
+    tone = (0.1 * np.sin(np.arange(32000) / 5)).astype("float32")
+    ac = root/"AUDIOCAPS"; (ac/"audio_32000Hz"/"train").mkdir(parents=True)
+    rows = [["audiocap_id", "youtube_id", "start_time", "caption"]]
+    for j in range(3):
+        rows.append([str(j), f"yt{j}", "30", f"a sound number {j}"])
+        sf.write(ac/"audio_32000Hz"/"train"/f"yt{j}_30.flac", tone, 32000)
+    with open(ac/"train.csv", "w", newline="") as f: _csv.writer(f).writerows(rows)
+    wc = root/"WavCaps"
+    for src, jname, ids in (("AudioSet_SL", "as_final", ["Yabc.wav"]), ("BBC_Sound_Effects", "bbc_final", ["07001"]),
+                            ("FreeSound", "fsd_final", ["1234"]), ("SoundBible", "sb_final", ["55"])):
+        (wc/"json_files"/src).mkdir(parents=True); (wc/"Audio"/src).mkdir(parents=True)
+        (wc/"json_files"/src/f"{jname}.json").write_text(json.dumps(
+            {"data": [{"id": i, "caption": f"{src} sound", "duration": 1.0} for i in ids]}))
+        for i in ids: sf.write(wc/"Audio"/src/f"{Path(i).stem}.flac", tone, 32000)
+    (root/"exclusions.csv").write_text("file_name\n")
+    return root
+
+def test_doctor_lists_what_the_study_finds(tmp_path, model_dir):
+    root = _three_layouts(tmp_path/"data")
+    env = {**os.environ, "LASR_CACHE": str(tmp_path/"cache"), "HF_HOME": str(tmp_path/"hf"), "HF_HUB_OFFLINE": "1",
+           "TORCH_HOME": str(tmp_path/"torch")}   # no weights but the ones given
+    ready = ["--data-root", root, "--cpu", "--set", "audio.pretrained=false", "--set", f"text.weights={model_dir}",
+             "--set", f"data.exclusions={root/'exclusions.csv'}"]
+    r = lasr(env, "doctor", *ready)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for what in ("clotho/development", "clotho/evaluation", "audiocaps/train", "wavcaps/train", "relevance",
+                 "exclusion", "text weights roberta-large", "cache folder"):
+        assert any(l.startswith("ok") and what in l for l in r.stdout.splitlines()), what
+    (root/"WavCaps"/"Audio"/"FreeSound"/"1234.flac").unlink()
+    (root/"relevance_evaluation.csv").unlink()
+    r = lasr(env, "doctor", *ready)
+    missing = [l for l in r.stdout.splitlines() if l.startswith("MISSING")]
+    assert r.returncode == 2 and len(missing) == 2, r.stdout
+    assert "wavcaps/train" in missing[0] and "1 missing" in missing[0] and "relevance" in missing[1]
+    # the paper preset as is, without a GPU: the whole list of what is missing, at once
+    r = lasr(env, "doctor", "--data-root", root, "--table1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    for what in ("audio weights passt", "audio weights clap-htsat", "audio weights whisper-base",
+                 "audio weights data2vec-audio-base", "text weights deberta-v3-large", "text weights gtr-t5-large",
+                 "GPU", "exclusion list"):
+        assert any(l.startswith("MISSING") and what in l for l in r.stdout.splitlines()), what
