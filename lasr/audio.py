@@ -16,8 +16,8 @@ from .core import AudioConfig, LasrError
 
 # %% auto #0
 __all__ = ['seconds_to_samples', 'max_samples', 'window_samples', 'hop_samples', 'load_audio', 'fit_length', 'n_windows',
-           'window_starts', 'make_windows', 'mel_scale', 'kaldi_mel_banks', 'n_frames', 'default_fmax', 'MelFrontend',
-           'SpecMask']
+           'min_new_samples', 'window_starts', 'make_windows', 'mel_scale', 'kaldi_mel_banks', 'n_frames',
+           'default_fmax', 'MelFrontend', 'SpecMask']
 
 # %% ../nbs/01_audio.ipynb #383919ee
 def seconds_to_samples(seconds: float, # duration, s
@@ -41,15 +41,21 @@ def hop_samples(cfg: AudioConfig) -> int:
 # %% ../nbs/01_audio.ipynb #70fb1d6c
 def load_audio(path: str | Path, # audio file in any format soundfile reads
                sample_rate: int, # target rate, Hz
+               max_seconds: float | None = None, # decode only the first `max_seconds` (None = all)
               ) -> np.ndarray: # (samples,) float32 mono at `sample_rate`
     "Decode `path`, mix to mono and resample to `sample_rate` with soxr (HQ)."
     import soundfile as sf, soxr
     path = Path(path)
     if not path.is_file(): raise LasrError(f"audio file not found: {path}")
-    try: x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            # 0.1 s more than needed, so the resampler's filter sees what follows, as in a full decode
+            frames = -1 if max_seconds is None else int(math.ceil(max_seconds * f.samplerate)) + f.samplerate // 10
+            x, sr = f.read(frames, dtype="float32", always_2d=True), f.samplerate
     except Exception as e: raise LasrError(f"cannot decode audio file {path}: {e}") from None
     x = x.mean(axis=1, dtype=np.float32)
     if sr != sample_rate and len(x): x = soxr.resample(x, sr, sample_rate, quality="HQ")
+    if max_seconds is not None: x = x[:int(round(max_seconds * sample_rate))]
     return np.ascontiguousarray(x, dtype=np.float32)
 
 # %% ../nbs/01_audio.ipynb #ca875f75
@@ -75,12 +81,28 @@ def n_windows(cfg: AudioConfig) -> int:
     m, w, h = max_samples(cfg), window_samples(cfg), hop_samples(cfg)
     return 1 if m <= w else 1 + math.ceil((m - w) / h)
 
+def min_new_samples(cfg: AudioConfig) -> int:
+    "Audio a window after the first must hold that the previous window does not: half a hop (or half a window), samples."
+    return max(1, min(hop_samples(cfg), window_samples(cfg)) // 2)
+
+def _valid_windows(valid, # real samples per clip: int or (batch,) tensor
+                   starts, # (W,) window starts, samples
+                   cfg: AudioConfig):
+    "The validity rule on window starts, for numbers or tensors alike."
+    w, h = window_samples(cfg), hop_samples(cfg)
+    # audio in window k that window k-1 (which ends at start - h + w) has not seen
+    new = (valid - starts - max(w - h, 0)).clip(max=min(w, h))
+    ok = new >= min_new_samples(cfg)
+    ok[..., 0] = True
+    return ok
+
 def window_starts(valid_samples: int, # real samples in the clip
                   cfg: AudioConfig,
                   max_windows: int | None = -1, # cap on the count; -1 = n_windows(cfg), None = no cap (long files)
                  ) -> np.ndarray: # (n,) start of each valid window, samples
-    "Starts of the valid windows of a clip: every hop that starts before the clip ends (always at least 0)."
+    "Starts of the valid windows of a clip: window 0, then every hop while it adds at least `min_new_samples` of audio."
     starts = np.arange(0, max(int(valid_samples), 1), hop_samples(cfg), dtype=np.int64)
+    starts = starts[_valid_windows(np.int64(valid_samples), starts, cfg)]
     if max_windows == -1: max_windows = n_windows(cfg)
     return starts if max_windows is None else starts[:max_windows]
 
@@ -88,14 +110,13 @@ def make_windows(wav: Tensor, # (batch, samples) mono waveforms, normally padded
                  valid: Tensor, # (batch,) real samples per clip
                  cfg: AudioConfig,
                 ) -> tuple[Tensor, Tensor]: # (batch, n_windows, window samples), (batch, n_windows) bool
-    "Cut a batch into `n_windows(cfg)` overlapping windows (zero padded past the end) with a validity mask."
+    "Cut a batch into `n_windows(cfg)` overlapping windows (zero padded past the end) with the validity mask of `window_starts`."
     W, w, h = n_windows(cfg), window_samples(cfg), hop_samples(cfg)
     need = (W - 1) * h + w
     wav = F.pad(wav, (0, need - wav.shape[-1])) if wav.shape[-1] < need else wav[..., :need]
     windows = wav.unfold(-1, w, h)
     starts = torch.arange(W, device=wav.device) * h
-    mask = starts[None, :] < torch.as_tensor(valid, device=wav.device).reshape(-1, 1)
-    mask[:, 0] = True
+    mask = _valid_windows(torch.as_tensor(valid, device=wav.device).reshape(-1, 1), starts[None, :], cfg)
     return windows, mask
 
 # %% ../nbs/01_audio.ipynb #1ecfaa7d

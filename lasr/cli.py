@@ -9,8 +9,9 @@ from pathlib import Path
 from .core import LasrError
 
 # %% auto #0
-__all__ = ['format_metrics', 'cmd_score', 'cmd_synth', 'cmd_validate', 'cmd_describe', 'cmd_train', 'cmd_evaluate', 'study_dir',
-           'reproduce', 'cmd_reproduce', 'build_parser', 'main']
+__all__ = ['TABLE1_AUDIO', 'TABLE1_TEXT', 'RELEVANCE_FILE', 'format_metrics', 'cmd_score', 'cmd_synth', 'cmd_validate',
+           'cmd_describe', 'cmd_train', 'cmd_evaluate', 'study_dir', 'reproduce', 'cmd_reproduce', 'build_parser',
+           'main', 'doctor', 'cmd_doctor']
 
 # %% ../nbs/09_cli.ipynb #dc735116
 def format_metrics(m: dict[str, float]) -> str:
@@ -254,3 +255,150 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lasr {args.command}: interrupted", file=sys.stderr)
         return 130
+
+# %% ../nbs/09_cli.ipynb #e803ff1e
+TABLE1_AUDIO = ("passt", "clap-htsat", "whisper-base", "data2vec-audio-base")
+TABLE1_TEXT = ("roberta-large", "all-mpnet-base-v2", "bge-base-en-v1.5", "gtr-t5-large", "deberta-v3-large")
+RELEVANCE_FILE = "relevance_evaluation.csv"
+
+def _size(n: float) -> str: return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+def _cache_estimate(paths: list, sample_rate: int, seconds: float, sample: int = 300) -> float:
+    "Bytes the cache of these files takes (int16, up to `seconds` each), from the durations of a sample of them."
+    import random, soundfile as sf
+    present = [p for p in paths if Path(p).is_file()]
+    if not present: return 0.0
+    pick = random.Random(0).sample(present, min(sample, len(present)))
+    durs = []
+    for p in pick:
+        try: i = sf.info(str(p)); durs.append(min(i.frames / i.samplerate, seconds))
+        except Exception: pass
+    return (sum(durs) / max(len(durs), 1)) * len(paths) * sample_rate * 2
+
+def _check_corpora(cfg, root: Path) -> tuple[list[tuple[bool, str, str]], float]:
+    "One line per corpus split the study reads, and the bytes their caches will take."
+    from lasr.data import read_split, TRAIN_SPLITS, WAVCAPS_SOURCES, _wavcaps_base
+    d, a = cfg.data, cfg.audio
+    need = [(d.corpus, s) for s in (d.train_split, d.val_split, d.eval_split)]
+    need += [(c.strip(), TRAIN_SPLITS[c.strip()]) for c in d.pretrain_corpora.split(",")
+             if c.strip() and (c.strip(), TRAIN_SPLITS[c.strip()]) not in need]
+    where = {"clotho": "ROOT/CLOTHO_v2.1/clotho_csv_files/clotho_captions_<split>.csv + clotho_audio_files/<split>/",
+             "audiocaps": "ROOT/AUDIOCAPS/<split>.csv + AUDIOCAPS/audio_32000Hz/<split>/<youtube_id>_<start>.flac",
+             "wavcaps": "ROOT/WavCaps/json_files/<source>/*.json + WavCaps/Audio/<source>/<id>.flac"}
+    lines, total = [], 0.0
+    for corpus, split in need:
+        try: sp = read_split(root, corpus, split)
+        except Exception as e:
+            lines.append((False, f"corpus {corpus}/{split}", f"{e}. Expected layout: {where.get(corpus, '?')}")); continue
+        missing = sum(p.kind == "missing" for p in sp.problems)
+        other = len(sp.problems) - missing
+        jdir = _wavcaps_base(root) / "json_files"
+        absent = [s for s in WAVCAPS_SOURCES if not list((jdir / s).glob("*.json"))] if corpus == "wavcaps" else []
+        est = _cache_estimate(sp.audio_paths, a.sample_rate, a.max_seconds)
+        total += est
+        ok = missing == 0 and not absent and len(sp) > 0
+        msg = (f"{len(sp)} audio files listed, {len(sp) - missing} present" + (f", {missing} missing" if missing else "")
+               + (f", {other} other problem(s) (run lasr validate)" if other else "")
+               + (f"; sources without a JSON file: {', '.join(absent)}" if absent else "")
+               + f"; cache about {_size(est)}")
+        lines.append((ok, f"corpus {corpus}/{split}", msg + ("" if ok else f". Layout: {where[corpus]}")))
+    return lines, total
+
+def _check_weights(cfg, table1: bool) -> list[tuple[bool, str, str]]:
+    "Every pretrained weight file or folder the run (and with `table1` the Table 1 grid) loads."
+    from lasr.encoders import AUDIO_ENCODERS, torch_hub_file, hf_folder, text_folder, load_tokenizer, _PASST_FILE, _PASST_URL
+    lines = []
+    def audio(name, weights=""):
+        spec = AUDIO_ENCODERS[name]
+        try:
+            p = torch_hub_file(_PASST_FILE, _PASST_URL, weights) if spec.family == "passt" else \
+                hf_folder(spec.source, weights, f"audio encoder {name}")
+            lines.append((True, f"audio weights {name}", str(p)))
+        except Exception as e: lines.append((False, f"audio weights {name}", str(e)))
+    def text(name, weights=""):
+        try:
+            p = text_folder(name, weights); load_tokenizer(str(p))
+            lines.append((True, f"text weights {name}", f"{p} (model and tokenizer)"))
+        except Exception as e: lines.append((False, f"text weights {name}", str(e)))
+    if cfg.audio.pretrained: audio(cfg.audio.encoder, cfg.audio.weights)
+    if cfg.text.pretrained: text(cfg.text.encoder, cfg.text.weights)
+    if table1:
+        for n in TABLE1_AUDIO:
+            if n != cfg.audio.encoder or not cfg.audio.pretrained: audio(n)
+        for n in TABLE1_TEXT:
+            if n != cfg.text.encoder or not cfg.text.pretrained: text(n)
+    return lines
+
+def _check_machine(cfg, cache_bytes: float, gpu: bool) -> list[tuple[bool, str, str]]:
+    "Python packages the encoders need, the GPU, and the cache folder's room."
+    import importlib, shutil, tempfile, torch
+    from lasr.data import default_cache_dir
+    lines = []
+    for mod, why in (("hear21passt", "PaSST (pip install --no-deps hear21passt==0.0.26 timm==0.5.4)"),
+                     ("sentencepiece", "the DeBERTa-v3 and T5 tokenizers (pip install sentencepiece protobuf)")):
+        try: importlib.import_module(mod); lines.append((True, f"package {mod}", "importable"))
+        except ImportError: lines.append((False, f"package {mod}", f"not installed: needed for {why}"))
+    if gpu:
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n: lines.append((True, "GPU", f"{n} x {torch.cuda.get_device_name(0)}, bf16 "
+                                         f"{'yes' if torch.cuda.is_bf16_supported() else 'no (16-mixed)'}"))
+        else: lines.append((False, "GPU", f"no CUDA device visible to torch {torch.__version__} (CUDA build: "
+                                          f"{torch.version.cuda or 'no, a CPU build'}); the paper preset needs one "
+                                          f"(README, GPU section)"))
+    cdir = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
+    if cfg.data.cache:
+        try:
+            cdir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=cdir): pass
+            free = shutil.disk_usage(cdir).free
+            ok = free > cache_bytes
+            lines.append((ok, "cache folder", f"{cdir}: {_size(free)} free, the caches need about "
+                          f"{_size(cache_bytes)}" + ("" if ok else " (set data.cache_dir or LASR_CACHE to a "
+                          "bigger disk)")))
+        except OSError as e:
+            lines.append((False, "cache folder", f"{cdir} is not writable ({e}): set data.cache_dir=DIR or LASR_CACHE"))
+    return lines
+
+def doctor(cfg, # the study's config (preset plus overrides)
+           data_root: str | Path, # folder that holds the corpora
+           table1: bool = False, # also check the weights of every Table 1 encoder
+           gpu: bool = True, # require a CUDA GPU
+          ) -> list[tuple[bool, str, str]]: # (found, what, where it is or where it goes)
+    "What a study with `cfg` will find under `data_root` and on this machine, and what is missing."
+    root = Path(data_root)
+    if not root.is_dir(): return [(False, "data root", f"{root} does not exist")]
+    lines, cache_bytes = _check_corpora(cfg, root)
+    rel = root / RELEVANCE_FILE
+    lines.append((rel.is_file(), "2025 relevance file", str(rel) if rel.is_file() else
+                  f"not found: put the DCASE 2025 relevance CSV (query, audio_filenames) at {rel}"))
+    ex = cfg.data.exclusions
+    lines.append((bool(ex) and Path(ex).is_file(), "2025 exclusion list",
+                  f"{ex}" if ex and Path(ex).is_file() else f"{ex} does not exist" if ex else
+                  f"data.exclusions is not set, so the task's list of files to leave out of training is not "
+                  f"applied: save it e.g. as {root / 'exclusions.csv'} and add --set data.exclusions=PATH"))
+    return lines + _check_weights(cfg, table1) + _check_machine(cfg, cache_bytes, gpu)
+
+def cmd_doctor(args) -> int:
+    "Print what the study will find and what is missing; exit 2 when anything is."
+    lines = doctor(_config(args), args.data_root, table1=args.table1, gpu=not args.cpu)
+    for ok, what, msg in lines: print(f"{'ok     ' if ok else 'MISSING'}  {what}: {msg}")
+    bad = sum(not ok for ok, _, _ in lines)
+    print(f"{bad} of {len(lines)} missing" if bad else f"all {len(lines)} found: ready")
+    return 2 if bad else 0
+
+def _add_doctor(sub):
+    p = sub.add_parser("doctor", help="what a study will find and what is missing (data, weights, GPU, cache)",
+                       description="Check, without training anything, what the study of a preset needs: every corpus "
+                                   "split in its layout (with the size of its cache), the 2025 relevance file and "
+                                   "exclusion list, every pretrained weight folder or file (with --table1, those of "
+                                   "the whole Table 1 grid), the Python packages the encoders need, a GPU and the "
+                                   "cache folder's room. Prints one line per item; exit 2 when anything is missing.")
+    p.add_argument("--preset", default="paper", help="paper | demo | smoke (default: paper)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set text.weights=/models/roberta-large (repeatable)")
+    p.add_argument("--data-root", required=True, type=Path, help="folder holding the corpora")
+    p.add_argument("--table1", action="store_true", help="also check the weights of every Table 1 encoder")
+    p.add_argument("--cpu", action="store_true", help="do not require a GPU")
+    p.set_defaults(func=cmd_doctor)
+
+_SUBCOMMANDS.append(_add_doctor)

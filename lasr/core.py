@@ -28,8 +28,8 @@ class AudioConfig:
     encoder: str = "passt"           # audio encoder registry name (see `lasr.encoders`)
     weights: str = ""                # checkpoint path; "" = the encoder's default location
     pretrained: bool = True          # False = random initialisation (recorded in every result)
-    first_trainable_block: int = 8   # blocks below this index are frozen and run without autograd
-    sample_rate: int = 32000         # Hz
+    first_trainable_block: int = -1  # blocks below this index are frozen and run without autograd; -1 = the encoder's default
+    sample_rate: int = 0             # Hz; 0 = the encoder's native rate (32 kHz PaSST, 48 kHz CLAP, 16 kHz Whisper, data2vec)
     max_seconds: float = 30.0        # clips are padded or cut to this length, s
     window_seconds: float = 10.0     # window fed to the encoder, s
     hop_seconds: float = 5.0         # hop between windows, s
@@ -50,6 +50,14 @@ class AudioConfig:
     n_time_masks: int = 1
     patchout_t: int = 15             # PaSST structured patchout over time (training), patches
     patchout_f: int = 2              # PaSST structured patchout over frequency (training), patches
+
+    def __post_init__(self):
+        "Fill in the encoder's own sample rate (0) and first trainable block (-1) from the registry."
+        if self.sample_rate > 0 and self.first_trainable_block >= 0: return
+        from lasr.encoders import audio_defaults   # the registry lives with the encoders
+        d = audio_defaults(self.encoder)
+        if self.sample_rate <= 0: object.__setattr__(self, "sample_rate", d["sample_rate"])
+        if self.first_trainable_block < 0: object.__setattr__(self, "first_trainable_block", d["first_trainable_block"])
 
 @dataclass(frozen=True)
 class TextConfig:
@@ -107,7 +115,7 @@ class DataConfig:
     eval_split: str = "evaluation"
     on_error: str = "stop"           # stop | skip: what validation does with bad records
     cache: bool = True               # decoded-waveform HDF5 cache
-    cache_dir: str = ""              # "" = <data_root>/.lasr_cache
+    cache_dir: str = ""              # "" = $LASR_CACHE, else $XDG_CACHE_HOME/lasr, else ~/.cache/lasr
     num_workers: int = 0
     batch_by: str = "pair"           # pair: batches of (audio, caption) pairs | clip: clips with all their captions
     exclusions: str = ""             # path of the 2025 exclusion list ("" = none)
@@ -207,6 +215,7 @@ def _parse(key: str, text: str, typ: type) -> Any:
 def override(cfg: Config, *assignments: str) -> Config:
     "Apply `part.field=value` assignments to `cfg`, checking keys and types."
     d = to_dict(cfg)
+    encoder, explicit = d["audio"]["encoder"], set()
     for a in assignments:
         key, sep, text = a.partition("=")
         key = key.strip()
@@ -219,6 +228,10 @@ def override(cfg: Config, *assignments: str) -> Config:
         if name not in types:
             raise LasrError(f"unknown config key {key!r}; {part} has: {', '.join(types)}")
         d[part][name] = _parse(key, text.strip(), types[name])
+        explicit.add(key)
+    if d["audio"]["encoder"] != encoder:   # a new audio encoder brings its own rate and trainable blocks
+        for k, auto in (("sample_rate", 0), ("first_trainable_block", -1)):
+            if f"audio.{k}" not in explicit: d["audio"][k] = auto
     return from_dict(d)
 
 # %% ../nbs/00_core.ipynb #d5c495fe

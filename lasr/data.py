@@ -17,11 +17,11 @@ from .core import AudioConfig, Config, LasrError
 from .audio import load_audio, fit_length, max_samples
 
 # %% auto #0
-__all__ = ['CLOTHO_SPLITS', 'AUDIO_EXTS', 'READERS', 'TRAIN_SPLITS', 'AUDIO_KINDS', 'CACHE_VERSION', 'normalise_caption',
-           'Problem', 'CorpusSplit', 'concat_splits', 'read_clotho', 'read_audiocaps', 'read_wavcaps', 'read_split',
-           'read_relevance', 'read_exclusions', 'ValidationReport', 'validate_split', 'apply_validation',
-           'validate_corpus', 'validate_command', 'fingerprint', 'WaveCache', 'cleanup_caches', 'RetrievalDataset',
-           'collate', 'SeededSampler', 'RetrievalDataModule']
+__all__ = ['CLOTHO_SPLITS', 'AUDIO_EXTS', 'WAVCAPS_SOURCES', 'READERS', 'TRAIN_SPLITS', 'AUDIO_KINDS', 'CACHE_VERSION',
+           'normalise_caption', 'Problem', 'CorpusSplit', 'concat_splits', 'read_clotho', 'read_audiocaps',
+           'read_wavcaps', 'read_split', 'read_relevance', 'read_exclusions', 'ValidationReport', 'validate_split',
+           'apply_validation', 'validate_corpus', 'validate_command', 'default_cache_dir', 'fingerprint', 'WaveCache',
+           'CacheView', 'cleanup_caches', 'RetrievalDataset', 'collate', 'SeededSampler', 'RetrievalDataModule']
 
 # %% ../nbs/02_data.ipynb #53693a79
 _APOSTROPHES = "'\u2019\u2018`"
@@ -199,31 +199,46 @@ def read_audiocaps(root: str | Path, # folder holding AUDIOCAPS (or the AUDIOCAP
     return _finish(out)
 
 # %% ../nbs/02_data.ipynb #97f78280
-def read_wavcaps(root: str | Path, # folder holding WAVCAPS (or the WAVCAPS folder itself)
-                 split: str = "train", # train (all JSON files) or the name of one JSON file
+WAVCAPS_SOURCES = ("AudioSet_SL", "BBC_Sound_Effects", "FreeSound", "SoundBible")
+
+def _wavcaps_base(root: Path) -> Path:
+    "The WavCaps folder: ROOT itself when it is one, else ROOT/WavCaps (the Hugging Face and aac-datasets name) or ROOT/WAVCAPS."
+    if root.name.lower() == "wavcaps": return root
+    return _first_dir(root / "WavCaps", root / "WAVCAPS", root / "wavcaps")
+
+def _wavcaps_audio_dir(base: Path, source: str) -> Path:
+    "Audio folder of one source: Audio/<source> (aac-datasets), audio/<source>, or the zip's <source>_flac."
+    return _first_dir(base / "Audio" / source, base / "audio" / source, base / "waveforms" / f"{source}_flac",
+                      base / f"{source}_flac", base / source)
+
+def read_wavcaps(root: str | Path, # folder holding WavCaps (or the WavCaps folder itself)
+                 split: str = "train", # train (every source) or one source (e.g. FreeSound) or JSON file stem
                  exclude: set[str] | None = None, # file names or stems (ids) to leave out
                 ) -> CorpusSplit:
-    "Read WavCaps (JSON files + audio folder); data problems are collected in `.problems`."
-    root = Path(root)
-    base = root if root.name.upper() == "WAVCAPS" else root / "WAVCAPS"
-    jdir = _first_dir(base / "json_files", base)
-    jsons = sorted(p for p in jdir.rglob("*.json") if split == "train" or p.stem == split)
-    if not jsons: raise LasrError(f"no WavCaps JSON file found under {jdir}" + ("" if split == "train" else f" named {split}.json"))
-    audio_root = _first_dir(base / "audio", base / "Audio", base)
+    "Read WavCaps in its published layout (JSON per source + audio folder per source); problems in `.problems`."
+    base = _wavcaps_base(Path(root))
+    jdir = base / "json_files"
+    jsons = [(src, jp) for src in WAVCAPS_SOURCES for jp in sorted((jdir / src).glob("*.json"))
+             if split in ("train", src, jp.stem)]
+    if not jsons:
+        raise LasrError(f"no WavCaps JSON file found for {split!r}: expected {jdir}/<source>/<name>.json for the sources "
+                        f"{', '.join(WAVCAPS_SOURCES)} (e.g. {jdir}/FreeSound/fsd_final.json, as published in "
+                        f"cvssp/WavCaps)")
     out = CorpusSplit("wavcaps", split, [], [], [])
-    for jp in jsons:
+    for src, jp in jsons:
         try: data = json.loads(jp.read_text(encoding="utf-8"))["data"]
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
             out.problems.append(Problem(str(jp), "columns", f"not a WavCaps JSON file with a 'data' list ({e!r})", split))
             continue
-        sub = next((d for d in (audio_root / jp.stem, audio_root / jp.stem.replace("_", " ")) if d.is_dir()), audio_root)
-        index = _audio_index(sub)
+        adir = _wavcaps_audio_dir(base, src)
         for k, rec in enumerate(data):
             if not isinstance(rec, dict) or "id" not in rec or "caption" not in rec:
                 out.problems.append(Problem(str(jp), "columns", f"record {k} lacks 'id' or 'caption'", split)); continue
-            stem = Path(str(rec["id"])).stem
-            if _excluded(str(rec["id"]), exclude) or _excluded(stem, exclude): continue
-            path = index.get(stem, sub / f"{stem}.flac")
+            rid = str(rec["id"]); stem = Path(rid).stem
+            if _excluded(rid, exclude) or _excluded(stem, exclude): continue
+            # the published audio is FLAC named by the id's stem (AudioSet_SL ids end in .wav): no folder scan
+            path = adir / f"{stem}.flac"
+            if not path.is_file() and Path(rid).suffix and (adir / rid).is_file(): path = adir / rid
             i = len(out.audio_paths)
             cap = str(rec["caption"] or "").strip()
             if not cap: out.problems.append(Problem(str(path), "empty_caption", f"empty caption ({jp.name}, record {k})",
@@ -307,6 +322,7 @@ def validate_split(split: CorpusSplit,
                    check_silence: bool = True, # decode every file to find silent clips
                    silence_threshold: float = 1e-4, # peak amplitude at or below which a clip is silent
                    peaks: np.ndarray | None = None, # (audios,) known peak amplitudes (from a cache): no decoding
+                   decode_problems: dict[int, str] | None = None, # audio index -> why the cache could not decode it
                    progress: bool = False, # tqdm bar over the files
                   ) -> ValidationReport:
     "Check every audio and caption of a split; return a report with all problems."
@@ -326,6 +342,8 @@ def validate_split(split: CorpusSplit,
         if info.frames <= 0 or info.samplerate <= 0:
             probs.append(Problem(str(path), "zero_length", "the file holds no audio samples", split.split, i)); continue
         if not check_silence: continue
+        if decode_problems and i in decode_problems:
+            probs.append(Problem(str(path), "unreadable", decode_problems[i], split.split, i)); continue
         if peaks is not None: peak = float(peaks[i])
         else:
             try: peak = _peak_decode(path)
@@ -390,7 +408,13 @@ def validate_command(data_root: str | Path, corpus: str = "clotho", splits: list
     return 0 if rep.ok else 2
 
 # %% ../nbs/02_data.ipynb #31c50fa8
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+
+def default_cache_dir() -> Path:
+    "Where caches go when `data.cache_dir` is empty: $LASR_CACHE, else $XDG_CACHE_HOME/lasr, else ~/.cache/lasr."
+    if os.environ.get("LASR_CACHE"): return Path(os.environ["LASR_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "lasr"
 
 def fingerprint(paths: list[Path], sample_rate: int, max_seconds: float) -> str:
     "SHA-1 of (paths, sizes, mtimes, sample rate, stored length): changes whenever the inputs do."
@@ -400,6 +424,16 @@ def fingerprint(paths: list[Path], sample_rate: int, max_seconds: float) -> str:
         try: st = p.stat(); h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
         except OSError: h.update(f"{p}|missing\n".encode())
     return h.hexdigest()
+
+def _decode_for_cache(args: tuple) -> tuple[np.ndarray, float, float, str]:
+    "One file for the cache: (int16 samples, scale, peak, problem or ''); a file that cannot be decoded is empty."
+    path, sample_rate, max_seconds = args
+    try: x = load_audio(path, sample_rate, max_seconds)
+    except LasrError as e: return np.zeros(0, np.int16), 1.0, float("nan"), str(e)
+    peak = float(np.abs(x).max()) if len(x) else 0.0
+    if not np.isfinite(peak): return np.zeros(0, np.int16), 1.0, peak, "the audio holds NaN or infinite samples"
+    scale = peak / 32767 if peak > 0 else 1.0
+    return np.clip(np.round(x / scale), -32767, 32767).astype(np.int16), scale, peak, ""
 
 class WaveCache:
     "Decoded, resampled waveforms of a list of audio files in one HDF5 file."
@@ -418,38 +452,53 @@ class WaveCache:
     def __len__(self): return len(self.paths)
     def exists(self) -> bool: return self.path.is_file()
 
+    def _decoded(self, workers: int):
+        "Decoded files in order, in `workers` processes for splits big enough to pay for them."
+        args = [(p, self.sample_rate, self.max_seconds) for p in self.paths]
+        if workers <= 1 or len(args) < 8 * workers:
+            yield from map(_decode_for_cache, args); return
+        import multiprocessing as mp
+        # fork: the workers need nothing but this function, and spawning would re-import torch in each
+        with mp.get_context("fork").Pool(workers) as pool:
+            yield from pool.imap(_decode_for_cache, args, chunksize=16)
+
     def build(self, progress: bool = True, # tqdm bar
               force: bool = False, # rebuild even when a current cache exists
+              workers: int = 1, # decoding processes
              ) -> WaveCache:
-        "Decode every file into a temporary file, then rename it into place (nothing when current)."
+        "Decode every file (once, up to `max_seconds`) into a temporary file, then rename it into place (nothing when current)."
         import h5py
         if self.exists() and not force: return self
         self.close()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        try: self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LasrError(f"cannot create the cache folder {self.cache_dir} ({e}): set data.cache_dir=DIR or the "
+                            f"LASR_CACHE environment variable to a writable folder, or data.cache=false") from None
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        n_max = max(1, int(round(self.max_seconds * self.sample_rate)))
-        it = range(len(self.paths))
+        it = self._decoded(workers)
         if progress:
             from tqdm.auto import tqdm
-            it = tqdm(it, desc=f"caching {self.path.name}", unit="clip")
+            it = tqdm(it, total=len(self.paths), desc=f"decoding into {self.path.name}", unit="clip")
         try:
             with h5py.File(tmp, "w") as f:
                 data = f.create_dataset("samples", shape=(0,), maxshape=(None,), dtype="int16", chunks=(1 << 16,))
-                offsets, scales, peaks = [0], [], []
-                for i in it:
-                    x = load_audio(self.paths[i], self.sample_rate)[:n_max]
-                    peak = float(np.abs(x).max()) if len(x) else 0.0
-                    scale = peak / 32767 if peak > 0 else 1.0
-                    q = np.clip(np.round(x / scale), -32767, 32767).astype(np.int16)
+                offsets, scales, peaks, problems = [0], [], [], []
+                for q, scale, peak, problem in it:
                     data.resize((offsets[-1] + len(q),)); data[offsets[-1]:] = q
                     offsets.append(offsets[-1] + len(q)); scales.append(scale); peaks.append(peak)
+                    problems.append(problem)
                 f["offsets"] = np.asarray(offsets, np.int64)
                 f["scale"] = np.asarray(scales, np.float32)
                 f["peak"] = np.asarray(peaks, np.float32)
+                f["problems"] = np.asarray(problems, dtype=h5py.string_dtype())
                 f["paths"] = np.asarray([str(p) for p in self.paths], dtype=h5py.string_dtype())
                 f.attrs.update(key=self.key, sample_rate=self.sample_rate, max_seconds=self.max_seconds,
                                version=CACHE_VERSION)
             os.replace(tmp, self.path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise LasrError(f"cannot write the cache {self.path} ({e}): set data.cache_dir=DIR or LASR_CACHE to a "
+                            f"writable folder with room (see `lasr doctor`), or data.cache=false") from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -471,8 +520,16 @@ class WaveCache:
         return x, b - a
 
     def peaks(self) -> np.ndarray:
-        "(files,) peak amplitude of every stored clip."
+        "(files,) peak amplitude of every stored clip (NaN: it could not be decoded)."
         return self._file()["peak"][:]
+
+    def problems(self) -> dict[int, str]:
+        "File index -> why it could not be decoded, for the files that could not."
+        return {i: p.decode() if isinstance(p, bytes) else str(p) for i, p in enumerate(self._file()["problems"][:]) if p}
+
+    def view(self, keep: list[int]) -> "CacheView":
+        "The cache seen through a list of indices (the files a validated split kept)."
+        return CacheView(self, list(keep))
 
     def close(self):
         if self._h5 is not None and self._pid == os.getpid(): self._h5.close()
@@ -480,6 +537,15 @@ class WaveCache:
 
     def __getstate__(self):  # DataLoader workers reopen the file themselves
         d = dict(self.__dict__); d["_h5"] = None; return d
+
+@dataclass
+class CacheView:
+    "A `WaveCache` restricted to some of its files, in a new order."
+    cache: WaveCache
+    keep: list[int]
+    def __len__(self): return len(self.keep)
+    def get(self, i: int) -> tuple[np.ndarray, int]: return self.cache.get(self.keep[i])
+    def peaks(self) -> np.ndarray: return self.cache.peaks()[self.keep]
 
 def cleanup_caches(cache_dir: str | Path, keep: Iterable[Path] = ()) -> list[Path]:
     "Remove stale temporary files (from killed builds) in a cache folder; return what was removed."
@@ -568,7 +634,7 @@ class RetrievalDataModule(L.LightningDataModule):
     "Validated, cached, seeded train/val/test loaders for one corpus (or a concatenation for training)."
     def __init__(self, cfg: Config, data_root: str | Path,
                  train_corpora: str | None = None, # comma-separated corpora for training; default cfg.data.corpus
-                 train_store_seconds: float | None = None, # cache length for training clips; default 2x max_seconds with random crops
+                 train_store_seconds: float | None = None, # cache length for training clips; default max_seconds (what training reads)
                  batch_size: int | None = None, # default cfg.optim.batch_size
                  eval_batch_size: int | None = None, # default cfg.run.embed_batch_size
                  progress: bool = True,
@@ -580,11 +646,13 @@ class RetrievalDataModule(L.LightningDataModule):
         if cfg.data.batch_by not in ("pair", "clip"):   # before any corpus is read or cached
             raise LasrError(f"data.batch_by must be pair or clip, got {cfg.data.batch_by!r}")
         a = cfg.audio
-        self.train_store_seconds = train_store_seconds or (2 * a.max_seconds if a.random_crop else a.max_seconds)
+        # what one training read uses: caching more (for random crops of long clips) would cost WavCaps ~1 TB
+        self.train_store_seconds = train_store_seconds or a.max_seconds
         self.batch_size = batch_size or cfg.optim.batch_size
         self.eval_batch_size = eval_batch_size or cfg.run.embed_batch_size
         self.progress, self.check_silence = progress, check_silence
-        self.cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.data_root / ".lasr_cache"
+        # a user cache folder, not the data root: corpora often sit on read-only or shared storage
+        self.cache_dir = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
         self.splits: dict[str, CorpusSplit] = {}
         self.report: ValidationReport | None = None
         self._ready = False
@@ -597,23 +665,37 @@ class RetrievalDataModule(L.LightningDataModule):
         return {"train": train[0] if len(train) == 1 else concat_splits(train, "train"),
                 "val": read_split(self.data_root, d.corpus, d.val_split)}
 
+    def _workers(self) -> int:
+        "Processes that decode files into the cache: data.num_workers, or every core when it is 0."
+        return self.cfg.data.num_workers or os.cpu_count() or 1
+
+    def _checked(self, sp: CorpusSplit, k: str) -> tuple[ValidationReport, WaveCache | None, bool]:
+        "Validate a split, decoding each file once: into its cache, whose peaks and decode problems validation reads."
+        if not self.cfg.data.cache: return validate_split(sp, self.check_silence, progress=self.progress), None, False
+        c = self._cache(sp, k)
+        new = not c.exists()
+        c.build(progress=self.progress, workers=self._workers())
+        return validate_split(sp, self.check_silence, peaks=c.peaks(), decode_problems=c.problems()), c, new
+
+    def _kept(self, raw: CorpusSplit, sp: CorpusSplit, cache: WaveCache | None):
+        "The cache of `raw` restricted to the files validation kept in `sp`."
+        if cache is None or len(sp) == len(raw): return cache
+        first = {p: i for i, p in reversed(list(enumerate(raw.audio_paths)))}
+        return cache.view([first[p] for p in sp.audio_paths])
+
     def setup(self, stage: str | None = None):
-        "Read, validate (stop or skip), then build the caches and the datasets (once)."
+        "Read, decode into the caches and validate (stop or skip), then make the datasets (once)."
         if self._ready: return
         raw = self._read()
-        reports = {}
-        for k, sp in raw.items():
-            peaks = None
-            if self.cfg.data.cache:   # a current cache already knows every clip's peak: no decoding
-                c = self._cache(sp, k)
-                if c.exists(): peaks = c.peaks()
-            reports[k] = validate_split(sp, self.check_silence, peaks=peaks, progress=self.progress)
+        checked = {k: self._checked(sp, k) for k, sp in raw.items()}
+        reports = {k: r for k, (r, _, _) in checked.items()}
         self.report = reports["train"] + reports["val"]
         if not self.report.ok and self.cfg.data.on_error == "stop":   # every problem of both splits at once
+            for _, c, new in checked.values():   # nothing is left behind by a run that stops
+                if new: c.close(); c.path.unlink(missing_ok=True)
             raise LasrError(self.report.format() + "\n(set data.on_error=skip to leave these records out)")
         self.splits = {k: apply_validation(sp, reports[k], self.cfg.data.on_error) for k, sp in raw.items()}
-        caches = {k: self._cache(sp, k).build(progress=self.progress) if self.cfg.data.cache else None
-                  for k, sp in self.splits.items()}
+        caches = {k: self._kept(raw[k], self.splits[k], checked[k][1]) for k in raw}
         by = self.cfg.data.batch_by
         # clip: each training batch holds whole clips with all their captions (one audio pass, five positives)
         self.train_ds = RetrievalDataset(self.splits["train"], self.cfg, "pairs" if by == "pair" else "audio",
@@ -621,7 +703,8 @@ class RetrievalDataModule(L.LightningDataModule):
         self.val_ds = RetrievalDataset(self.splits["val"], self.cfg, "audio", caches["val"])
         self._ready = True
 
-    def _cache(self, sp: CorpusSplit, k: str) -> WaveCache:
+    def _cache(self, sp: CorpusSplit, # the split as read (before validation drops anything)
+               k: str) -> WaveCache:
         secs = self.train_store_seconds if k == "train" else self.cfg.audio.max_seconds
         return WaveCache(sp.audio_paths, self.cache_dir, self.cfg.audio.sample_rate, secs,
                          name=f"{sp.corpus.replace('+', '_')}-{sp.split}")
@@ -641,10 +724,11 @@ class RetrievalDataModule(L.LightningDataModule):
     def eval_split(self, split: str | None = None) -> tuple[CorpusSplit, RetrievalDataset]:
         "A validated, cached evaluation split (default cfg.data.eval_split) and its audio-mode dataset."
         d = self.cfg.data
-        sp = read_split(self.data_root, d.corpus, split or d.eval_split)
-        sp = apply_validation(sp, validate_split(sp, self.check_silence, progress=self.progress), d.on_error)
-        cache = self._cache(sp, "eval").build(progress=self.progress) if d.cache else None
-        return sp, RetrievalDataset(sp, self.cfg, "audio", cache)
+        raw = read_split(self.data_root, d.corpus, split or d.eval_split)
+        report, cache, new = self._checked(raw, "eval")
+        if not report.ok and d.on_error == "stop" and new: cache.close(); cache.path.unlink(missing_ok=True)
+        sp = apply_validation(raw, report, d.on_error)
+        return sp, RetrievalDataset(sp, self.cfg, "audio", self._kept(raw, sp, cache))
 
     def eval_dataloader(self, split: str | None = None):
         "Loader over the unique audios of an evaluation split (in split order)."

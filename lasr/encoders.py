@@ -21,8 +21,8 @@ from .audio import MelFrontend, SpecMask, window_samples, n_frames
 # %% auto #0
 __all__ = ['AUDIO_ENCODERS', 'TEXT_ENCODERS', 'hf_folder', 'quiet_transformers', 'torch_hub_file', 'AudioSpec', 'AudioEncoder',
            'PaSSTEncoder', 'ClapMel', 'ClapEncoder', 'WhisperMel', 'WhisperEncoder', 'Data2VecEncoder',
-           'build_audio_encoder', 'TextSpec', 'text_folder', 'load_tokenizer', 'masked_mean', 'TextEncoder',
-           'build_text_encoder']
+           'audio_defaults', 'build_audio_encoder', 'TextSpec', 'text_folder', 'load_tokenizer', 'masked_mean',
+           'TextEncoder', 'build_text_encoder']
 
 # %% ../nbs/04_encoders.ipynb #d2830d18
 def hf_folder(hub_id: str, # Hugging Face model id, e.g. "roberta-large"
@@ -92,6 +92,7 @@ class AudioSpec:
     arch: dict = field(default_factory=dict)  # architecture values (layers, widths, ...)
     source: str = ""                     # Hugging Face id, or checkpoint URL for PaSST
     description: str = ""
+    first_trainable_block: int = 0       # default of audio.first_trainable_block: blocks below are frozen
 
 class AudioEncoder(nn.Module):
     "Base class: one embedding per window, with stem / blocks / after / unused split for freezing."
@@ -287,7 +288,7 @@ class ClapEncoder(AudioEncoder):
 
 # %% ../nbs/04_encoders.ipynb #68d15538
 class WhisperMel(nn.Module):
-    "Whisper's log-mel in torch: (N, samples) -> (N, n_mels, 3000), padded to 30 s."
+    "Whisper's log-mel in torch: (N, samples) -> (N, n_mels, frames), padded to `seconds` (0 = not padded)."
     def __init__(self, n_mels=80, sample_rate=16000, n_fft=400, hop=160, seconds=30):
         super().__init__()
         from transformers.audio_utils import mel_filter_bank
@@ -298,9 +299,9 @@ class WhisperMel(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def forward(self, wav: Tensor, # (N, samples) mono at 16 kHz, at most 30 s
-               ) -> Tensor: # (N, n_mels, 3000)
+               ) -> Tensor: # (N, n_mels, max(samples, seconds * rate) // hop)
         with torch.autocast(device_type=wav.device.type, enabled=False):
-            wav = F.pad(wav.float(), (0, self.n_samples - wav.shape[-1]))
+            wav = F.pad(wav.float(), (0, max(0, self.n_samples - wav.shape[-1])))
             s = torch.stft(wav, self.n_fft, self.hop, window=self.window, return_complex=True)[..., :-1].abs() ** 2
             logm = (self.fb.T @ s).clamp(min=1e-10).log10()
             logm = torch.maximum(logm, logm.amax(dim=(-2, -1), keepdim=True) - 8.0)
@@ -313,7 +314,8 @@ class WhisperEncoder(AudioEncoder):
         from transformers import WhisperConfig, WhisperModel
         from transformers.models.whisper.modeling_whisper import WhisperEncoder as HFWhisperEncoder
         self.name, self.sample_rate, self.cfg = spec.name, spec.sample_rate, cfg
-        self.frontend = WhisperMel(n_mels=spec.arch.get("num_mel_bins", 80))
+        # the window alone, not padded to Whisper's 30 s: 3x less compute for a 10 s window (see `forward`)
+        self.frontend = WhisperMel(n_mels=spec.arch.get("num_mel_bins", 80), seconds=0)
         self.specmask = SpecMask(cfg)
         self.pretrained = False
         if cfg.pretrained and load_weights:
@@ -329,12 +331,19 @@ class WhisperEncoder(AudioEncoder):
     def blocks(self): return list(self.model.layers)
     def after(self): return [self.model.layer_norm]
 
-    def forward(self, windows: Tensor, # (N, window samples) mono at 16 kHz
+    def forward(self, windows: Tensor, # (N, window samples) mono at 16 kHz, at most 30 s
                ) -> Tensor: # (N, dim)
-        mel = self.specmask(self.frontend(windows))
-        h = self.model(input_features=mel).last_hidden_state                  # (N, 1500, dim)
-        n = max(1, math.ceil(windows.shape[-1] / self.frontend.hop / 2))       # frames covering the window
-        return h[:, :n].mean(1)
+        "HF's `WhisperEncoder.forward` with the position table cut to the window's length (HF insists on 30 s)."
+        m = self.model
+        mel = self.specmask(self.frontend(windows))                             # (N, n_mels, frames)
+        x = F.gelu(m.conv2(F.gelu(m.conv1(mel)))).permute(0, 2, 1)             # (N, frames / 2, dim)
+        if x.shape[1] > m.embed_positions.num_embeddings:
+            raise LasrError(f"{self.name} takes windows of at most 30 s: set audio.window_seconds <= 30")
+        x = F.dropout(x + m.embed_positions.weight[:x.shape[1]], p=m.dropout, training=self.training)
+        for layer in m.layers:
+            x = layer(x, None)
+            if isinstance(x, tuple): x = x[0]                                  # older transformers return tuples
+        return m.layer_norm(x).mean(1)
 
 # %% ../nbs/04_encoders.ipynb #cc4fbb17
 class Data2VecEncoder(AudioEncoder):
@@ -372,29 +381,36 @@ _D2V_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, int
 
 AUDIO_ENCODERS: dict[str, AudioSpec] = {s.name: s for s in [
     AudioSpec("passt", "passt", 32000, dict(arch="passt_s_p16_s16_128_ap468", n_classes=527), _PASST_URL,
-              "PaSST-S p16 s16 (AudioSet mAP .468), 12 x 768; the paper's encoder"),
+              "PaSST-S p16 s16 (AudioSet mAP .468), 12 x 768; the paper's encoder", 8),
     AudioSpec("passt-small", "passt", 32000, dict(embed_dim=192, depth=4, num_heads=3, n_classes=0), "",
               "PaSST class, 4 x 192 (CPU demo, random weights)"),
     AudioSpec("passt-tiny", "passt", 32000, dict(embed_dim=64, depth=2, num_heads=2, n_classes=0), "",
               "PaSST class, 2 x 64 (tests, random weights)"),
     AudioSpec("clap-htsat", "clap", 48000, dict(), "laion/clap-htsat-unfused",
-              "CLAP HTSAT audio tower (Swin 2-2-6-2, 768)"),
+              "CLAP HTSAT audio tower (Swin 2-2-6-2, 768)", 3),
     AudioSpec("clap-htsat-tiny", "clap", 48000, _CLAP_TINY, "", "CLAP HTSAT class, 2 stages of 1 block (tests)"),
     AudioSpec("whisper-base", "whisper", 16000,
               dict(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048, num_mel_bins=80,
-                   max_source_positions=1500, vocab_size=51865), "openai/whisper-base", "Whisper base encoder, 6 x 512"),
+                   max_source_positions=1500, vocab_size=51865), "openai/whisper-base", "Whisper base encoder, 6 x 512", 4),
     AudioSpec("whisper-small", "whisper", 16000,
               dict(d_model=768, encoder_layers=12, encoder_attention_heads=12, encoder_ffn_dim=3072, num_mel_bins=80,
-                   max_source_positions=1500, vocab_size=51865), "openai/whisper-small", "Whisper small encoder, 12 x 768"),
+                   max_source_positions=1500, vocab_size=51865), "openai/whisper-small", "Whisper small encoder, 12 x 768", 8),
     AudioSpec("whisper-tiny", "whisper", 16000,
               dict(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536, num_mel_bins=80,
-                   max_source_positions=1500, vocab_size=51865), "openai/whisper-tiny", "Whisper tiny encoder, 4 x 384"),
+                   max_source_positions=1500, vocab_size=51865), "openai/whisper-tiny", "Whisper tiny encoder, 4 x 384", 3),
     AudioSpec("data2vec-audio-base", "data2vec", 16000, dict(), "facebook/data2vec-audio-base",
-              "data2vec-audio base, conv features + 12 x 768"),
+              "data2vec-audio base, conv features + 12 x 768", 8),
     AudioSpec("data2vec-audio-tiny", "data2vec", 16000, _D2V_TINY, "", "data2vec-audio class, 2 x 32 (tests)"),
 ]}
 
 _AUDIO_FAMILIES = {"passt": PaSSTEncoder, "clap": ClapEncoder, "whisper": WhisperEncoder, "data2vec": Data2VecEncoder}
+
+def audio_defaults(name: str, # audio encoder registry name
+                  ) -> dict: # sample_rate (Hz), first_trainable_block
+    "What `audio.sample_rate=0` and `audio.first_trainable_block=-1` mean for this encoder."
+    spec = AUDIO_ENCODERS.get(name)
+    if spec is None: raise LasrError(f"unknown audio.encoder {name!r}; choose one of: {', '.join(AUDIO_ENCODERS)}")
+    return {"sample_rate": spec.sample_rate, "first_trainable_block": spec.first_trainable_block}
 
 def build_audio_encoder(cfg: AudioConfig, load_weights: bool = True) -> AudioEncoder:
     "The audio encoder `cfg.encoder`, frozen below `cfg.first_trainable_block`; weights only if asked and pretrained."
@@ -531,6 +547,15 @@ def masked_mean(h: Tensor, # (B, L, D) token states
     m = mask.to(h.dtype).unsqueeze(-1)
     return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
+def _folder_dense(folder: Path) -> tuple[int, int] | None:
+    "(in, out) of a sentence-transformers Dense layer in `folder/2_Dense`, None when there is none."
+    import json
+    f = folder / "2_Dense" / "config.json"
+    if not f.is_file(): return None
+    c = json.loads(f.read_text())
+    if c.get("bias", False): raise LasrError(f"{f}: a Dense layer with a bias is not supported")
+    return int(c["in_features"]), int(c["out_features"])
+
 class TextEncoder(nn.Module):
     "A Hugging Face encoder with caption normalisation, tokenization and pooling: (tokens) -> (B, dim)."
     def __init__(self, cfg: TextConfig, load_weights: bool = True):
@@ -541,28 +566,37 @@ class TextEncoder(nn.Module):
         if cfg.pooling not in ("mean", "first", "default"):
             raise LasrError(f"text.pooling must be mean, first or default, got {cfg.pooling!r}")
         self.pooling = (spec.pooling if spec else "mean") if cfg.pooling == "default" else cfg.pooling
-        self._tokenizer, self.pretrained, folder = None, False, None
+        self._tokenizer, self.pretrained = None, False
+        # a weights folder defines the architecture and the tokenizer whether or not its weights are
+        # loaded now: stage 2, --resume, load_model and evaluate rebuild exactly the model of stage 1
+        folder = self._folder(cfg, spec, load_weights)
+        self._tok_source = cfg.tokenizer or (str(folder) if folder is not None else cfg.encoder)
         if cfg.pretrained and load_weights:
-            folder = text_folder(cfg.encoder, cfg.weights)
             self.model = _hf_model("", folder=folder, dropout=cfg.dropout)
-            self.pretrained, self._tok_source = True, cfg.tokenizer or str(folder)
+            self.pretrained = True
         else:
-            if spec is None and not Path(cfg.encoder).expanduser().is_dir():
-                raise LasrError(f"unknown text.encoder {cfg.encoder!r} for random initialisation; registered: "
-                                f"{', '.join(TEXT_ENCODERS)} (or give a local model folder)")
-            config = _arch_config(spec) if spec else _folder_config(Path(cfg.encoder).expanduser())
-            self._tok_source = cfg.tokenizer or cfg.encoder
+            config = _folder_config(folder) if folder is not None else _arch_config(spec)
             if load_weights:   # random weights for real use: the embedding table must cover the tokenizer
                 config.vocab_size = max(config.vocab_size, len(self.tokenizer))
             self.model = _hf_model(config.model_type, config=config, dropout=cfg.dropout)
-        self.dense = None
-        if spec is not None and spec.dense:      # part of the model (gtr-t5): built whatever the pooling
-            self.dense = nn.Linear(*spec.dense, bias=False)
-            if folder is not None: self._load_dense(folder / "2_Dense")
+        # part of the model (gtr-t5): built whatever the pooling; a folder's own 2_Dense decides
+        dense = _folder_dense(folder) if folder is not None else (spec.dense if spec is not None else None)
+        self.dense = nn.Linear(*dense, bias=False) if dense else None
+        if self.dense is not None and self.pretrained: self._load_dense(folder / "2_Dense")
         hidden = getattr(self.model.config, "hidden_size", None) or self.model.config.d_model
         self.dim = self.dense.out_features if self.dense is not None else hidden
         if not cfg.trainable:
             for p in self.parameters(): p.requires_grad_(False)
+
+    @staticmethod
+    def _folder(cfg: TextConfig, spec: TextSpec | None, load_weights: bool) -> Path | None:
+        "The model folder that defines this encoder: `text.weights`, a local or cached model; None = the registry's architecture."
+        if cfg.weights or (cfg.pretrained and load_weights): return text_folder(cfg.encoder, cfg.weights)
+        if spec is not None: return None
+        try: return text_folder(cfg.encoder)
+        except LasrError:
+            raise LasrError(f"unknown text.encoder {cfg.encoder!r} for random initialisation; registered: "
+                            f"{', '.join(TEXT_ENCODERS)} (or give a local model folder with text.weights)") from None
 
     def _load_dense(self, d: Path):
         "Weights of a sentence-transformers Dense layer (`2_Dense/model.safetensors` or `pytorch_model.bin`)."

@@ -1,5 +1,10 @@
-"Every test runs with empty model caches: none may read (or depend on) the torch hub or Hugging Face cache of its machine."
-import os, shutil, sys, tempfile
+"""Shared test setup: every test runs with empty model caches (none may read, or depend on, the torch hub or
+Hugging Face cache of its machine) and lasr's data caches in a temporary folder, never the user's ~/.cache/lasr."""
+import atexit, os, shutil, sys, tempfile
+
+if "LASR_CACHE" not in os.environ:
+    os.environ["LASR_CACHE"] = tempfile.mkdtemp(prefix="lasr-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["LASR_CACHE"], ignore_errors=True)
 
 _CACHE_VARS = ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE")
 _saved: dict = {}
