@@ -9,7 +9,8 @@ from pathlib import Path
 from .core import LasrError
 
 # %% auto #0
-__all__ = ['format_metrics', 'cmd_score', 'cmd_synth', 'cmd_validate', 'cmd_describe', 'cmd_train', 'cmd_evaluate', 'study_dir',
+__all__ = ['PASST_INSTALL', 'KERNEL', 'format_metrics', 'cmd_score', 'cmd_synth', 'cmd_validate', 'cmd_describe', 'cmd_train',
+           'cmd_evaluate', 'install_hint', 'missing_package', 'study_dir', 'python_kernel', 'made_by_reproduce',
            'reproduce', 'cmd_reproduce', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #dc735116
@@ -51,7 +52,7 @@ def cmd_synth(args) -> int:
     "Write the embedded demo corpus (Clotho layout) to OUT."
     from lasr.synth import synth_corpus
     sizes = {k: v for k, v in (("n_dev", args.n_dev), ("n_val", args.n_val), ("n_eval", args.n_eval)) if v is not None}
-    root = synth_corpus(args.out, seed=args.seed, bank=args.bank, **sizes)
+    root = synth_corpus(args.out, seed=args.seed, bank=args.bank, force=args.force, **sizes)
     print(f"corpus written to {root}")
     return 0
 
@@ -67,6 +68,8 @@ def _add_synth(sub):
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     p.add_argument("--bank", default="synth", help="'synth' (procedural sources) or a folder of recordings "
                                                   "with a one-line .txt description beside each file")
+    p.add_argument("--force", action="store_true", help="replace a corpus that lasr synth wrote in OUT earlier "
+                                                        "(a folder holding anything else is still refused)")
     p.set_defaults(func=cmd_synth)
 
 def cmd_validate(args) -> int:
@@ -141,13 +144,81 @@ def _add_evaluate(sub):
     p.set_defaults(func=cmd_evaluate)
 
 # %% ../nbs/09_cli.ipynb #9c58ba5e
+import contextlib, os, re, tempfile
+PASST_INSTALL = "pip install --no-deps hear21passt==0.0.26 timm==0.5.4"
+_INSTALL = {"hear21passt": PASST_INSTALL, "timm": PASST_INSTALL, "ipykernel": "pip install ipykernel",
+            "jupyterlab": 'pip install "lasr[lab]"'}
+
+def install_hint(module: str) -> str:
+    "The command that installs the package providing `module` (a dotted import name)."
+    top = module.split(".")[0]
+    return _INSTALL.get(top, f"pip install {top}")
+
+def missing_package(e: ImportError) -> str | None:
+    "A one-line message naming the install command when `e` is about a package, else None."
+    name = e.name or ""
+    if not name: return None
+    top = name.split(".")[0]
+    if top in _INSTALL: return f"the optional package {top} is missing or unusable ({e}); install it with: {install_hint(top)}"
+    if isinstance(e, ModuleNotFoundError): return f"the package {top} is not installed; install it with: {install_hint(top)}"
+    return None
+
 def study_dir() -> Path:
-    "The folder of the study notebooks (`nbs/study` of the source checkout)."
+    "The study notebooks: `nbs/study` of a source checkout, else `lasr/study` of an installed wheel."
     import lasr
-    for base in (Path.cwd(), *Path.cwd().parents, Path(lasr.__file__).resolve().parents[1]):
-        if (base / "settings.ini").exists() and (base / "nbs" / "study").is_dir(): return base / "nbs" / "study"
-    raise LasrError("lasr reproduce needs the study notebooks of a source checkout (nbs/study/); "
-                    "run it inside a clone of the lasr repository")
+    pkg = Path(lasr.__file__).resolve().parent
+    for d in (pkg.parent / "nbs" / "study", pkg / "study"):   # a checkout's source wins over a copy
+        if (d / "run.ipynb").exists(): return d
+    raise LasrError(f"the study notebooks are missing: neither {pkg.parent / 'nbs' / 'study'} (a source checkout) "
+                    f"nor {pkg / 'study'} (an installed wheel) holds run.ipynb; reinstall lasr")
+
+KERNEL = "python3"
+
+@contextlib.contextmanager
+def python_kernel():
+    "Within the block, Jupyter kernel `python3` is this interpreter (whatever other kernels are registered)."
+    try: import ipykernel  # noqa: F401
+    except ImportError: raise LasrError("lasr reproduce runs the study notebooks in a Jupyter kernel, and ipykernel "
+                                        "is not installed; install it with: pip install ipykernel") from None
+    old = os.environ.get("JUPYTER_PATH")
+    with tempfile.TemporaryDirectory(prefix="lasr-kernel-") as d:
+        spec = Path(d) / "kernels" / KERNEL
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3 (ipykernel)", "language": "python"}))
+        # JUPYTER_PATH outranks the user's and the environment's kernels: a `python3` registered for
+        # another interpreter (without lasr) must not run the study
+        os.environ["JUPYTER_PATH"] = os.pathsep.join([d] + ([old] if old else []))
+        try: yield KERNEL
+        finally:
+            if old is None: os.environ.pop("JUPYTER_PATH", None)
+            else: os.environ["JUPYTER_PATH"] = old
+
+def made_by_reproduce(d: Path) -> bool:
+    "Whether folder `d` holds results of `reproduce` (its executed study notebook)."
+    try: return "papermill" in json.loads((Path(d) / "run.ipynb").read_text())["metadata"]
+    except (OSError, ValueError, KeyError): return False
+
+def _listing(d: Path, n: int = 5) -> str:
+    names = sorted(p.name for p in Path(d).iterdir())
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+def _check_dest(dest: Path):
+    "Refuse to replace anything but an earlier reproduction."
+    if dest.is_file(): raise LasrError(f"{dest} is a file, not a results folder: choose another --out")
+    if dest.is_dir() and any(dest.iterdir()) and not made_by_reproduce(dest):
+        raise LasrError(f"{dest} holds files that lasr reproduce did not write ({_listing(dest)}): "
+                        "move them away or choose another --out")
+
+def _portable(nb_path: Path, source: Path):
+    "Record the notebook's source and output relative to the package, not as machine paths."
+    import nbformat
+    nb = nbformat.read(nb_path, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    meta["input_path"] = str(source.relative_to(source.parents[2]))   # nbs/study/run.ipynb or lasr/study/run.ipynb
+    meta["output_path"] = nb_path.name
+    nbformat.write(nb, nb_path)
 
 def reproduce(preset: str = "demo",               # paper | demo | smoke
               out: str | Path = "reports",         # results go to out/<preset>/
@@ -155,27 +226,48 @@ def reproduce(preset: str = "demo",               # paper | demo | smoke
               overrides: list[str] = (),           # part.field=value config overrides
               progress: bool = True,               # papermill's cell progress bar
              ) -> Path:
-    "Execute the study's run notebook for `preset` with papermill into `out/preset/` (replacing what was there)."
+    "Execute the study's run notebook for `preset` into `out/preset/`, replacing an earlier reproduction only on success."
     import papermill as pm
+    from jupyter_client.kernelspec import NoSuchKernel
     from lasr.core import get_preset
     get_preset(preset, *overrides)                     # fail fast on a bad preset or override
+    source = study_dir() / "run.ipynb"
     out = Path(out).resolve()
-    dest = out / preset
-    if dest.exists():   # generated results: a new reproduction replaces them all, never mixes with them
-        if progress: print(f"replacing the previous results in {dest}", file=sys.stderr)
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    dest, failed = out / preset, out / f"{preset}.failed"
+    _check_dest(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    # the run happens in a fresh sibling folder, swapped in when it succeeded: a failed or interrupted
+    # run leaves the previous results as they were
+    work = Path(tempfile.mkdtemp(prefix=f".{preset}.partial-", dir=out))
     root = Path(data_root).resolve() if data_root else out / "work" / "corpus"
-    params = dict(preset=preset, overrides=";".join(overrides), data_root=str(root), out=str(dest),
+    # paths relative to the folder the kernel runs in, so that the executed notebook holds no machine paths
+    params = dict(preset=preset, overrides=";".join(overrides), data_root=os.path.relpath(root, work), out=".",
                   synth=data_root is None, progress=False)
-    nb = dest / "run.ipynb"
+    nb = work / "run.ipynb"
     try:
-        pm.execute_notebook(str(study_dir() / "run.ipynb"), str(nb), parameters=params, cwd=str(out),
-                            progress_bar=progress, kernel_name="python3", language="python")
-    except pm.PapermillExecutionError as e:
-        raise LasrError(f"the study notebook failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
-                        f"(executed copy with the traceback: {nb})") from None
-    return nb
+        with python_kernel() as kernel:
+            pm.execute_notebook(str(source), str(nb), parameters=params, cwd=str(work), progress_bar=progress,
+                                kernel_name=kernel, language="python")
+    except BaseException as e:
+        if failed.exists(): shutil.rmtree(failed)
+        work.rename(failed)
+        if isinstance(e, pm.PapermillExecutionError):
+            hint = re.search(r"No module named '([\w.]+)'", str(e.evalue))
+            hint = f"; install it with: {install_hint(hint.group(1))}" if hint else ""
+            raise LasrError(f"the study notebook failed in cell {e.exec_count}: {e.ename}: {e.evalue}{hint} "
+                            f"(executed copy with the traceback: {failed / 'run.ipynb'}; "
+                            f"the previous results in {dest} are unchanged)") from None
+        if isinstance(e, NoSuchKernel): raise LasrError(f"no Jupyter kernel to run the study notebook: {e}") from None
+        raise
+    _portable(nb, source)
+    if failed.exists(): shutil.rmtree(failed)
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{preset}.old-", dir=out))
+        dest.rename(old / preset)
+        work.rename(dest)
+        shutil.rmtree(old)
+    else: work.rename(dest)
+    return dest / "run.ipynb"
 
 def cmd_reproduce(args) -> int:
     "Run the study notebooks with papermill into reports/."
@@ -187,9 +279,12 @@ def cmd_reproduce(args) -> int:
 
 def _add_reproduce(sub):
     p = sub.add_parser("reproduce", help="run the study notebooks (papermill) into reports/",
-                       description="Execute nbs/study/run.ipynb for a preset with papermill: generate the embedded "
-                                   "corpus when no --data-root is given, train, evaluate, and save the executed "
-                                   "notebook, metrics, predictions and figures under OUT/PRESET/.")
+                       description="Execute the study notebook run.ipynb for a preset with papermill: generate the "
+                                   "embedded corpus when no --data-root is given, train, evaluate, and save the "
+                                   "executed notebook, metrics, predictions and figures under OUT/PRESET/. The run "
+                                   "happens in a temporary folder beside it and replaces an earlier reproduction only "
+                                   "when it succeeded (a failed run is kept in OUT/PRESET.failed/); a folder that "
+                                   "reproduce did not write is never replaced.")
     _preset_args(p)
     p.add_argument("--out", type=Path, default=Path("reports"), help="reports folder (default: reports)")
     p.add_argument("--data-root", type=Path, help="use this corpus instead of generating the embedded one")
@@ -217,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     except LasrError as e:
         print(f"lasr {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except ImportError as e:   # a missing optional package (hear21passt, timm, ipykernel): say how to install it
+        msg = missing_package(e)
+        if msg is None: raise
+        print(f"lasr {args.command}: error: {msg}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"lasr {args.command}: interrupted", file=sys.stderr)
         return 130
