@@ -4,6 +4,8 @@
 # Both create .venv on first use. TORCH selects the torch build: the default is the CPU wheel that
 # these machines carry; GPU users either use environment.yml or e.g.
 #   make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+# Also: make lab (JupyterLab on the notebooks), make wheel (dist/lasr-*.whl), make docs and make preview
+# (the documentation site; they need Quarto: https://quarto.org/docs/get-started/).
 SHELL := /bin/bash
 PY ?= python3
 VENV ?= .venv
@@ -11,14 +13,14 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.lasr-installed
 
-.PHONY: install demo test test-fast export clean-nbs bench
+.PHONY: install demo test test-fast export clean-nbs lab wheel docs preview
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned, so that nothing later resolves an (unpinned) CUDA build
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,lab]"
 	# hear21passt declares torchaudio (which would force an old torch, ~7 GB) and timm>0.5 breaks
 	# its imports: both go in without their declared dependencies
 	$(BIN)/python -m pip install -q --no-deps hear21passt==0.0.26 timm==0.5.4
@@ -34,8 +36,22 @@ test: install
 	$(BIN)/nbdev_test --n_workers 2 --timing
 	$(BIN)/python -m pytest -q tests --ignore=tests/test_export.py
 
-bench: install
-	$(BIN)/lasr bench --out reports
+lab: install
+	$(BIN)/jupyter lab nbs
+
+wheel: install
+	$(BIN)/python -m pip wheel --no-deps --no-build-isolation -w dist .
+
+# nbdev_docs also regenerates README.md from settings.ini's readme_nb (index.ipynb); README.md is
+# written by hand, so it is kept as it is
+docs: install
+	@command -v quarto >/dev/null || { echo "make docs needs Quarto on PATH: https://quarto.org/docs/get-started/"; exit 2; }
+	cp README.md $(VENV)/README.md.keep
+	$(BIN)/nbdev_docs; rc=$$?; mv $(VENV)/README.md.keep README.md; exit $$rc
+
+preview: install
+	@command -v quarto >/dev/null || { echo "make preview needs Quarto on PATH: https://quarto.org/docs/get-started/"; exit 2; }
+	$(BIN)/nbdev_preview
 
 export: install
 	$(BIN)/nbdev_export

@@ -1,5 +1,7 @@
 from configparser import ConfigParser
-import setuptools, shlex
+from pathlib import Path
+import setuptools, shlex, shutil
+from setuptools.command.build_py import build_py
 
 # note: all settings are in settings.ini; edit there, not here
 config = ConfigParser(delimiters=['='])
@@ -11,30 +13,43 @@ expected = cfg_keys + "lib_name user branch license status min_python audience l
 for o in expected: assert o in cfg, "missing expected setting: {}".format(o)
 setup_cfg = {o:cfg[o] for o in cfg_keys}
 
-licenses = {
-    'apache2': ('Apache Software License 2.0','OSI Approved :: Apache Software License'),
-}
+# SPDX license expressions (the License classifiers are deprecated in favour of them)
+licenses = {'apache2': 'Apache-2.0'}
 statuses = [ '1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive' ]
 py_versions = '3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+lab_requirements = shlex.split(cfg.get('lab_requirements', ''))
+
+class build_py_with_study(build_py):
+    "Ship the study notebooks (nbs/study/*.ipynb, their one source) as package data lasr/study/."
+    def run(self):
+        super().run()
+        study = Path('nbs') / 'study'
+        # `lasr reproduce` of an installed wheel needs them: never build a package without them
+        if not study.is_dir(): raise FileNotFoundError(f"{study} is missing: build from a lasr checkout or sdist")
+        dest = Path(self.build_lib) / cfg['lib_path'] / 'study'
+        dest.mkdir(parents=True, exist_ok=True)
+        for nb in sorted(study.glob('*.ipynb')): shutil.copyfile(nb, dest / nb.name)
 min_python = cfg['min_python']
-lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
+lic = licenses.get(cfg['license'].lower(), cfg['license'])
 
 setuptools.setup(
     name = cfg['lib_name'],
-    license = lic[0],
+    license = lic,
+    license_files = ['LICENSE'],
     classifiers = [
         'Development Status :: ' + statuses[int(cfg['status'])],
         'Intended Audience :: ' + cfg['audience'].title(),
         'Natural Language :: ' + cfg['language'].title(),
-    ] + ['Programming Language :: Python :: '+o for o in py_versions[py_versions.index(min_python):]] + (['License :: ' + lic[1] ] if lic[1] else []),
+    ] + ['Programming Language :: Python :: '+o for o in py_versions[py_versions.index(min_python):]],
     url = cfg['git_url'],
     packages = setuptools.find_packages(include=['lasr', 'lasr.*']),
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements },
+    extras_require={ 'dev': dev_requirements, 'lab': lab_requirements },
+    cmdclass = {'build_py': build_py_with_study},
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

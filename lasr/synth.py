@@ -17,10 +17,10 @@ from .core import LasrError
 # %% auto #0
 __all__ = ['DEMO_N_DEV', 'DEMO_N_VAL', 'DEMO_N_EVAL', 'DEMO_MIN_SECONDS', 'DEMO_MAX_SECONDS', 'SPLITS', 'SPLIT_PREFIX',
            'CLOTHO_DIR', 'MANIFEST', 'RELEVANCE', 'NOISE_TABLE_SECONDS', 'AUDIO_EXTS', 'LOUD_DB', 'BACKGROUND_DB',
-           'BACKGROUND_COLOUR', 'MIN_SOURCE_SECONDS', 'corpus_paths', 'db_to_amp', 'robust_level', 'set_level', 'fade',
-           'coloured_noise', 'noise', 'words', 'SynthBank', 'FolderBank', 'sample_scene', 'render_scene',
-           'make_caption', 'clip_captions', 'satisfies', 'synth_split', 'relevance', 'write_relevance', 'synth_corpus',
-           'load_manifest']
+           'BACKGROUND_COLOUR', 'MIN_SOURCE_SECONDS', 'LASR_CACHE', 'corpus_paths', 'db_to_amp', 'robust_level',
+           'set_level', 'fade', 'coloured_noise', 'noise', 'words', 'SynthBank', 'FolderBank', 'sample_scene',
+           'render_scene', 'make_caption', 'clip_captions', 'satisfies', 'synth_split', 'relevance', 'write_relevance',
+           'synth_files', 'synth_corpus', 'load_manifest']
 
 # %% ../nbs/03_synth.ipynb #2b1c3af6
 DEMO_N_DEV = 500          # development clips of the demo corpus
@@ -628,6 +628,37 @@ def write_relevance(path: Path, rows: list[tuple[str, list[str]]]) -> Path:
         for q, rel in merged.items(): w.writerow([q, repr(sorted(rel))])
     return path
 
+# %% ../nbs/03_synth.ipynb #b7d3e1a0
+LASR_CACHE = ".lasr_cache"   # the waveform cache lasr keeps beside a corpus (lasr.data)
+
+def synth_files(root: str | Path) -> set[Path]:
+    "Every file an earlier `synth_corpus` wrote under `root`, as its manifest says (empty without one)."
+    root = Path(root)
+    try: m = load_manifest(root)
+    except (LasrError, ValueError): return set()
+    P = corpus_paths(root)
+    files = {P["relevance"], P["manifest"]} | {P[f"captions_{s}"] for s in SPLITS}
+    return files | {P[f"audio_{s}"]/name for s in SPLITS for name in m.get("scenes", {}).get(s, {})}
+
+def _clear_out(root: Path, force: bool):
+    "Refuse a non-empty `root` (unless `force` and all of it is an earlier corpus); remove that earlier corpus."
+    if root.is_file(): raise LasrError(f"{root} is a file, not a folder")
+    if not root.is_dir() or not any(root.iterdir()): return
+    present = sorted(p for p in root.rglob("*") if p.is_file() and LASR_CACHE not in p.relative_to(root).parts)
+    shown = lambda ps: ", ".join(str(p.relative_to(root)) for p in ps[:5]) + (f" and {len(ps) - 5} more" if len(ps) > 5 else "")
+    if not force:
+        raise LasrError(f"{root} is not empty (it holds {shown(present) or 'empty folders'}): choose an empty or new "
+                        "folder, or pass --force to replace a corpus that lasr synth wrote there")
+    foreign = [p for p in present if p not in synth_files(root)]
+    if foreign:   # --force replaces only what synth made: never a user's corpus or notes
+        raise LasrError(f"{root} holds files that lasr synth did not make ({shown(foreign)}): "
+                        "nothing was changed; choose another folder")
+    for p in present: p.unlink()
+    for d in sorted((d for d in root.rglob("*") if d.is_dir() and LASR_CACHE not in d.relative_to(root).parts),
+                    key=lambda d: len(d.parts), reverse=True):
+        if not any(d.iterdir()): d.rmdir()
+
+
 # %% ../nbs/03_synth.ipynb #62fda5a3
 def synth_corpus(out: str | Path,                  # corpus root to write
                  n_dev: int = DEMO_N_DEV,          # development clips
@@ -639,6 +670,7 @@ def synth_corpus(out: str | Path,                  # corpus root to write
                  min_seconds: float = DEMO_MIN_SECONDS,  # shortest clip, s
                  max_seconds: float = DEMO_MAX_SECONDS,  # longest clip, s
                  progress: bool = True,            # tqdm bars per split
+                 force: bool = False,              # replace an earlier `synth_corpus` output in `out`
                 ) -> Path:
     "Write the embedded corpus in Clotho v2.1's layout, with the relevance file and a manifest; returns its root."
     root = Path(out)
@@ -648,11 +680,7 @@ def synth_corpus(out: str | Path,                  # corpus root to write
         f"need 1 <= min_seconds <= max_seconds, got min_seconds={min_seconds}, max_seconds={max_seconds}")
     if sample_rate < 8000: raise LasrError(f"sample_rate must be at least 8000 Hz, got {sample_rate}")
     b = _bank(bank)
-    if (root/CLOTHO_DIR).exists():
-        if not (root/MANIFEST).exists():
-            raise LasrError(f"{root/CLOTHO_DIR} exists and was not written by `lasr synth` ({root/MANIFEST} "
-                            "is missing): choose another output folder")
-        shutil.rmtree(root/CLOTHO_DIR)
+    _clear_out(root, force)
     root.mkdir(parents=True, exist_ok=True)
     (root/CLOTHO_DIR/"clotho_csv_files").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

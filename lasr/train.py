@@ -300,7 +300,7 @@ def data_fingerprint(split) -> str:
     return h.hexdigest()
 
 def _trainer_kwargs(cfg: Config) -> dict:
-    "accelerator / devices / precision / strategy from the run config (DESIGN §2 on GPUs)."
+    "accelerator / devices / precision / strategy from the run config (the paper's GPU settings: nbs/index.ipynb#the-system)."
     r = cfg.run
     gpu = torch.cuda.is_available() and r.accelerator in ("auto", "gpu", "cuda")
     n = torch.cuda.device_count() if gpu and r.devices == "auto" else (len(r.devices.split(",")) if "," in r.devices else

@@ -18,7 +18,7 @@ def clotho_csv(tmp_path):
     return tmp_path/"captions.csv", names
 
 def test_score_worked_example(tmp_path, clotho_csv):
-    "DESIGN §2: relevant at ranks {0, 3, 20} with k=16 gives AP 0.5."
+    "nbs/index.ipynb#metrics (worked example): relevant at ranks {0, 3, 20} with k=16 gives AP 0.5."
     captions, names = clotho_csv
     sim = np.tile(-np.arange(30, dtype=float), (150, 1))          # column j ranked j for every query
     queries = [f"clip 0 caption {c}" for c in range(1, 6)] + [f"clip {i} caption {c}" for i in range(1, 30) for c in range(1, 6)]
