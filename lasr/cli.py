@@ -11,8 +11,8 @@ from .core import LasrError
 # %% auto #0
 __all__ = ['PASST_INSTALL', 'KERNEL', 'TABLE1_AUDIO', 'TABLE1_TEXT', 'RELEVANCE_FILE', 'format_metrics', 'cmd_score', 'cmd_synth',
            'cmd_validate', 'cmd_describe', 'cmd_train', 'cmd_evaluate', 'install_hint', 'missing_package', 'study_dir',
-           'python_kernel', 'made_by_reproduce', 'reproduce', 'cmd_reproduce', 'build_parser', 'main', 'doctor',
-           'cmd_doctor']
+           'python_kernel', 'made_by_reproduce', 'reproduce', 'cmd_reproduce', 'cmd_index', 'cmd_search', 'cmd_embed',
+           'build_parser', 'main', 'doctor', 'cmd_doctor']
 
 # %% ../nbs/09_cli.ipynb #dc735116
 def format_metrics(m: dict[str, float]) -> str:
@@ -324,8 +324,94 @@ def _add_reproduce(sub):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reproduce)
 
+# %% ../nbs/09_cli.ipynb #b13a1d3e
+def cmd_index(args) -> int:
+    "Index (or --update the index of) a folder of sounds."
+    from lasr.index import build_index
+    r = build_index(args.audio_dir, args.model, args.out, update=args.update, dtype=args.dtype,
+                    batch_windows=args.batch_windows, progress=not args.quiet)
+    if args.json: print(json.dumps(r))
+    else:
+        print(f"{r['files']} files, {r['windows']} windows indexed in {args.out} (added {r['added']}, "
+              f"updated {r['updated']}, removed {r['removed']}, skipped {len(r['skipped'])})")
+        for s in r["skipped"]: print(f"  skipped {s['path']}: {s['reason']}")
+    return 0
+
+def _add_index(sub):
+    p = sub.add_parser("index", help="index a folder of sounds for search",
+                       description="Embed every audio file under AUDIO_DIR (recursive, any length: cut into the "
+                                   "model's windows over the whole file, pooled per file as the model pools) and "
+                                   "write a searchable index: vectors, a manifest and a faiss index (exact up to "
+                                   "100,000 files, HNSW above). Undecodable files are skipped and listed. Writes are "
+                                   "atomic: an interrupted run leaves the previous index usable.")
+    p.add_argument("audio_dir", type=Path, help="folder of audio files (searched recursively)")
+    p.add_argument("--model", required=True, type=Path, help="run folder (or checkpoint .safetensors)")
+    p.add_argument("--out", required=True, type=Path, help="index folder")
+    p.add_argument("--update", action="store_true", help="embed only new or changed files, drop deleted ones")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored vectors")
+    p.add_argument("--batch-windows", type=int, default=32, help="windows per encoder call (default 32)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_index)
+
+def _read_queries(path: Path) -> list[str]:
+    "Non-empty lines of a query file."
+    if not path.is_file(): raise LasrError(f"query file not found: {path}")
+    return [l.strip() for l in path.read_text().splitlines() if l.strip()]
+
+def cmd_search(args) -> int:
+    "Search an index by text (words or a file of queries) or by example (--audio)."
+    from lasr.index import search
+    texts = ([args.text] if args.text else []) + (_read_queries(args.queries) if args.queries else [])
+    if not texts and not args.audio: raise LasrError("give a query: \"TEXT\", --queries FILE or --audio FILE")
+    results = search(args.index, texts, args.audio or [], k=args.k, model=args.model)
+    for r in results:
+        if args.json: print(json.dumps(r)); continue
+        print(f"{r['query']}")
+        for i, h in enumerate(r["hits"], 1):
+            print(f"  {i:>3}  {h['score']:7.4f}  {h['start']:9.2f}-{h['end']:<9.2f} {h['path']}")
+    return 0
+
+def _add_search(sub):
+    p = sub.add_parser("search", help="search an index by text or by example",
+                       description="Rank the files of an index for each query with their score and best time span "
+                                   "(the window that matches the query best, in seconds). Queries are words, the "
+                                   "lines of a file (one process for all), or recordings (--audio: sounds most like "
+                                   "it). The index refuses a model other than the one that made it.")
+    p.add_argument("index", type=Path, help="index folder made by lasr index")
+    p.add_argument("text", nargs="?", help="query text")
+    p.add_argument("--queries", type=Path, help="text file, one query per line")
+    p.add_argument("--audio", type=Path, action="append", help="find the sounds most like this recording (repeatable)")
+    p.add_argument("-k", type=int, default=10, help="hits per query (default 10)")
+    p.add_argument("--model", type=Path, help="run folder, when the one recorded in the index has moved")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per query and line: {"query", "hits": [{"path", "score", "start", "end"}]}')
+    p.set_defaults(func=cmd_search)
+
+def cmd_embed(args) -> int:
+    "Export audio or caption embeddings for another vector store."
+    from lasr.index import export_embeddings
+    m = export_embeddings(args.source, args.model, args.out, progress=not args.quiet)
+    print(f"{len(m['rows'])} {m['kind']} embeddings written to {args.out} (manifest {Path(args.out).with_suffix('.json')})"
+          + (f"; skipped {len(m['skipped'])}" if m["skipped"] else ""))
+    for s in m["skipped"]: print(f"  skipped {s['path']}: {s['reason']}")
+    return 0
+
+def _add_embed(sub):
+    p = sub.add_parser("embed", help="export embeddings (npy or parquet) of audio files or captions",
+                       description="Embed every audio file under a folder (whole files, pooled as the model pools) "
+                                   "or every caption of a captions CSV (Clotho layout, or a caption/query/text "
+                                   "column), and write them as .npy with a JSON manifest beside it (row order, model "
+                                   "fingerprint) or as one .parquet table (needs pyarrow).")
+    p.add_argument("source", type=Path, help="AUDIO_DIR or CAPTIONS.csv")
+    p.add_argument("--model", required=True, type=Path, help="run folder (or checkpoint .safetensors)")
+    p.add_argument("--out", required=True, type=Path, help="FILE.npy or FILE.parquet")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_embed)
+
 # %% ../nbs/09_cli.ipynb #564e55dd
-_SUBCOMMANDS = [_add_synth, _add_validate, _add_describe, _add_train, _add_evaluate, _add_score, _add_reproduce]
+_SUBCOMMANDS = [_add_synth, _add_validate, _add_describe, _add_train, _add_evaluate, _add_score, _add_reproduce,
+               _add_index, _add_search, _add_embed]
 
 def build_parser() -> argparse.ArgumentParser:
     "The `lasr` argument parser with every subcommand."
