@@ -11,8 +11,8 @@ from .core import LasrError
 # %% auto #0
 __all__ = ['PASST_INSTALL', 'KERNEL', 'TABLE1_AUDIO', 'TABLE1_TEXT', 'RELEVANCE_FILE', 'format_metrics', 'cmd_score', 'cmd_synth',
            'cmd_validate', 'cmd_describe', 'cmd_train', 'cmd_evaluate', 'install_hint', 'missing_package', 'study_dir',
-           'python_kernel', 'made_by_reproduce', 'reproduce', 'cmd_reproduce', 'cmd_index', 'cmd_search', 'cmd_embed',
-           'build_parser', 'main', 'doctor', 'cmd_doctor']
+           'python_kernel', 'cmd_reproduce', 'cmd_index', 'cmd_search', 'cmd_embed', 'build_parser', 'main', 'doctor',
+           'cmd_doctor']
 
 # %% ../nbs/09_cli.ipynb #dc735116
 def format_metrics(m: dict[str, float]) -> str:
@@ -228,100 +228,31 @@ def python_kernel():
             if old is None: os.environ.pop("JUPYTER_PATH", None)
             else: os.environ["JUPYTER_PATH"] = old
 
-def made_by_reproduce(d: Path) -> bool:
-    "Whether folder `d` holds results of `reproduce` (its executed study notebook)."
-    try: return "papermill" in json.loads((Path(d) / "run.ipynb").read_text())["metadata"]
-    except (OSError, ValueError, KeyError): return False
-
-def _listing(d: Path, n: int = 5) -> str:
-    names = sorted(p.name for p in Path(d).iterdir())
-    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
-
-def _check_dest(dest: Path):
-    "Refuse to replace anything but an earlier reproduction."
-    if dest.is_file(): raise LasrError(f"{dest} is a file, not a results folder: choose another --out")
-    if dest.is_dir() and any(dest.iterdir()) and not made_by_reproduce(dest):
-        raise LasrError(f"{dest} holds files that lasr reproduce did not write ({_listing(dest)}): "
-                        "move them away or choose another --out")
-
-def _portable(nb_path: Path, source: Path):
-    "Record the notebook's source and output relative to the package, not as machine paths."
-    import nbformat
-    nb = nbformat.read(nb_path, as_version=4)
-    meta = nb.metadata.get("papermill", {})
-    meta["input_path"] = str(source.relative_to(source.parents[2]))   # nbs/study/run.ipynb or lasr/study/run.ipynb
-    meta["output_path"] = nb_path.name
-    nbformat.write(nb, nb_path)
-
-def reproduce(preset: str = "demo",               # paper | demo | smoke
-              out: str | Path = "reports",         # results go to out/<preset>/
-              data_root: str | Path | None = None, # corpus folder; default out/work/corpus (generated)
-              overrides: list[str] = (),           # part.field=value config overrides
-              progress: bool = True,               # papermill's cell progress bar
-             ) -> Path:
-    "Execute the study's run notebook for `preset` into `out/preset/`, replacing an earlier reproduction only on success."
-    import papermill as pm
-    from jupyter_client.kernelspec import NoSuchKernel
-    from lasr.core import get_preset
-    get_preset(preset, *overrides)                     # fail fast on a bad preset or override
-    source = study_dir() / "run.ipynb"
-    out = Path(out).resolve()
-    dest, failed = out / preset, out / f"{preset}.failed"
-    _check_dest(dest)
-    out.mkdir(parents=True, exist_ok=True)
-    # the run happens in a fresh sibling folder, swapped in when it succeeded: a failed or interrupted
-    # run leaves the previous results as they were
-    work = Path(tempfile.mkdtemp(prefix=f".{preset}.partial-", dir=out))
-    root = Path(data_root).resolve() if data_root else out / "work" / "corpus"
-    # paths relative to the folder the kernel runs in, so that the executed notebook holds no machine paths
-    params = dict(preset=preset, overrides=";".join(overrides), data_root=os.path.relpath(root, work), out=".",
-                  synth=data_root is None, progress=False)
-    nb = work / "run.ipynb"
-    try:
-        with python_kernel() as kernel:
-            pm.execute_notebook(str(source), str(nb), parameters=params, cwd=str(work), progress_bar=progress,
-                                kernel_name=kernel, language="python")
-    except BaseException as e:
-        if failed.exists(): shutil.rmtree(failed)
-        work.rename(failed)
-        if isinstance(e, pm.PapermillExecutionError):
-            hint = re.search(r"No module named '([\w.]+)'", str(e.evalue))
-            hint = f"; install it with: {install_hint(hint.group(1))}" if hint else ""
-            raise LasrError(f"the study notebook failed in cell {e.exec_count}: {e.ename}: {e.evalue}{hint} "
-                            f"(executed copy with the traceback: {failed / 'run.ipynb'}; "
-                            f"the previous results in {dest} are unchanged)") from None
-        if isinstance(e, NoSuchKernel): raise LasrError(f"no Jupyter kernel to run the study notebook: {e}") from None
-        raise
-    _portable(nb, source)
-    if failed.exists(): shutil.rmtree(failed)
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{preset}.old-", dir=out))
-        dest.rename(old / preset)
-        work.rename(dest)
-        shutil.rmtree(old)
-    else: work.rename(dest)
-    return dest / "run.ipynb"
-
 def cmd_reproduce(args) -> int:
-    "Run the study notebooks with papermill into reports/."
-    nb = reproduce(args.preset, args.out, args.data_root, args.overrides, progress=not args.quiet)
-    res = json.loads((nb.parent / "result.json").read_text())
-    print(format_metrics(res["metrics"]))
-    print(f"chance mAP@10: {100 * res['chance_mAP@10']:.3f}; executed notebook and results in {nb.parent}")
+    "Run the study (Table 1 and Table 2) with papermill into reports/."
+    from lasr.study import reproduce
+    for md in reproduce(args.preset, args.out, args.data_root, args.overrides, args.only or "", not args.quiet, args.device):
+        print(md.read_text()); print()
+    print(f"tables, figures, executed notebooks and the run cache (runs/) in {md.parent}")
     return 0
 
 def _add_reproduce(sub):
-    p = sub.add_parser("reproduce", help="run the study notebooks (papermill) into reports/",
-                       description="Execute the study notebook run.ipynb for a preset with papermill: generate the "
-                                   "embedded corpus when no --data-root is given, train, evaluate, and save the "
-                                   "executed notebook, metrics, predictions and figures under OUT/PRESET/. The run "
-                                   "happens in a temporary folder beside it and replaces an earlier reproduction only "
-                                   "when it succeeded (a failed run is kept in OUT/PRESET.failed/); a folder that "
-                                   "reproduce did not write is never replaced.")
+    p = sub.add_parser("reproduce", help="run the study (Table 1 and Table 2) with papermill into reports/",
+                       description="Regenerate the report's Table 1 (audio x text encoders) and Table 2 (the system, one "
+                                   "ablation per factor, a baseline-like row) for a preset: execute nbs/study/table1.ipynb "
+                                   "and table2.ipynb with papermill, each running run.ipynb once per configuration. "
+                                   "Without --data-root the demo and smoke presets generate their corpora under OUT/work/. "
+                                   "Runs are cached in OUT/PRESET/runs/<run id>/ (a finished run is never redone; delete "
+                                   "its folder to redo it; an interrupted one resumes). The tables replace earlier ones "
+                                   "only when every notebook succeeded. The paper preset first checks everything it needs "
+                                   "and exits 2 with the whole list of what is missing.",
+                       epilog="example: lasr reproduce --preset demo --out reports --only table2")
     _preset_args(p)
     p.add_argument("--out", type=Path, default=Path("reports"), help="reports folder (default: reports)")
     p.add_argument("--data-root", type=Path, help="use this corpus instead of generating the embedded one")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--only", choices=("table1", "table2"), help="run one table's notebook (default: both)")
+    p.add_argument("--device", default="auto", help="where evaluation embeds: auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_reproduce)
 
 # %% ../nbs/09_cli.ipynb #b13a1d3e
@@ -443,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 # %% ../nbs/09_cli.ipynb #e803ff1e
-TABLE1_AUDIO = ("passt", "clap-htsat", "whisper-base", "data2vec-audio-base")
-TABLE1_TEXT = ("roberta-large", "all-mpnet-base-v2", "bge-base-en-v1.5", "gtr-t5-large", "deberta-v3-large")
+from .study import PAPER_TABLE1
+TABLE1_AUDIO = tuple(dict.fromkeys(a for a, _ in PAPER_TABLE1))   # every encoder of the report's Table 1 grid
+TABLE1_TEXT = tuple(dict.fromkeys(t for _, t in PAPER_TABLE1))
 RELEVANCE_FILE = "relevance_evaluation.csv"
 
 def _size(n: float) -> str: return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"

@@ -401,6 +401,18 @@ AUDIO_ENCODERS: dict[str, AudioSpec] = {s.name: s for s in [
     AudioSpec("data2vec-audio-base", "data2vec", 16000, dict(), "facebook/data2vec-audio-base",
               "data2vec-audio base, conv features + 12 x 768", 8),
     AudioSpec("data2vec-audio-tiny", "data2vec", 16000, _D2V_TINY, "", "data2vec-audio class, 2 x 32 (tests)"),
+    # the demo study's Table 1: one small random-weight sibling per family, sized so that a training step
+    # costs about the same on a 2-core CPU (passt-small is the fourth)
+    AudioSpec("clap-htsat-small", "clap", 48000, dict(_CLAP_TINY, patch_embeds_hidden_size=32, num_attention_heads=[2, 4],
+              hidden_size=64), "", "CLAP HTSAT class, 2 stages of 1 block, 32/64 wide (CPU demo, random weights)"),
+    AudioSpec("whisper-mini", "whisper", 16000,
+              dict(d_model=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=512, num_mel_bins=80,
+                   max_source_positions=1500, vocab_size=51865), "", "Whisper encoder class, 2 x 128 (CPU demo, random weights)"),
+    # the random convolutional front end and first block stay fixed (a random filter bank): back-propagating
+    # through seven convolutions over 160 000 samples per window made a step 4x slower than the others'
+    AudioSpec("data2vec-audio-small", "data2vec", 16000, dict(_D2V_TINY, hidden_size=128, num_hidden_layers=3,
+              num_attention_heads=2, intermediate_size=512), "",
+              "data2vec-audio class, conv features + 3 x 128, front end and block 0 frozen (CPU demo, random weights)", 1),
 ]}
 
 _AUDIO_FAMILIES = {"passt": PaSSTEncoder, "clap": ClapEncoder, "whisper": WhisperEncoder, "data2vec": Data2VecEncoder}

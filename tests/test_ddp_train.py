@@ -80,17 +80,15 @@ def test_resume_in_two_processes_continues_the_same_schedule(corpus, ddp_run, tm
     a, b = lr_by_step(ref), lr_by_step(out)
     assert sorted(b) == list(range(s["steps"])) and b == a
 
-def test_the_study_notebook_trains_in_two_processes(corpus, tmp_path):
-    "`lasr reproduce` runs `lasr train` as a process of its own: DDP works where a notebook kernel could not start it."
+def test_the_study_notebook_trains_in_two_processes(corpus, tmp_path, monkeypatch):
+    "The study's run.ipynb runs `lasr train` as a process of its own: DDP works where a notebook kernel could not start it."
     import nbformat
-    root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([str(LASR), "reproduce", "--preset", "smoke", "--out", str(tmp_path/"reports"), "--data-root", str(corpus),
-                        "--quiet", *DDP], capture_output=True, text=True, cwd=root, env=lasr_env(), timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    out = tmp_path/"reports"/"smoke"
-    assert json.loads((out/"run"/"train.json").read_text())["processes"] == 2
-    assert json.loads((out/"metrics.json").read_text())["n_items"] == 4
-    nb = nbformat.read(out/"run.ipynb", as_version=4)
+    from lasr.study import execute_run
+    for k, v in lasr_env().items(): monkeypatch.setenv(k, v)
+    run = execute_run(tmp_path/"runs"/"r", "smoke", [DDP[i + 1] for i in range(0, len(DDP), 2)], corpus)
+    assert json.loads((run/"run"/"train.json").read_text())["processes"] == 2
+    assert json.loads((run/"metrics.json").read_text())["n_items"] == 4 and (run/"result.json").exists()
+    nb = nbformat.read(run/"run.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "trained " in text and "mAP@10" in text                  # the commands' logs are in the notebook
     assert str(tmp_path) not in text                                  # and name no machine paths
