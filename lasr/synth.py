@@ -15,10 +15,11 @@ import soundfile as sf
 from .core import LasrError
 
 # %% auto #0
-__all__ = ['DEMO_N_DEV', 'DEMO_N_VAL', 'DEMO_N_EVAL', 'DEMO_MIN_SECONDS', 'DEMO_MAX_SECONDS', 'SPLITS', 'SPLIT_PREFIX',
-           'CLOTHO_DIR', 'MANIFEST', 'RELEVANCE', 'NOISE_TABLE_SECONDS', 'AUDIO_EXTS', 'LOUD_DB', 'BACKGROUND_DB',
-           'BACKGROUND_COLOUR', 'MIN_SOURCE_SECONDS', 'LASR_CACHE', 'corpus_paths', 'db_to_amp', 'robust_level',
-           'set_level', 'fade', 'coloured_noise', 'noise', 'words', 'SynthBank', 'FolderBank', 'sample_scene',
+__all__ = ['DEMO_N_DEV', 'DEMO_N_VAL', 'DEMO_N_EVAL', 'DEMO_MIN_SECONDS', 'DEMO_MAX_SECONDS', 'DEMO_LONG_FRACTION',
+           'LONG_MIN_SECONDS', 'LONG_MAX_SECONDS', 'SPLITS', 'SPLIT_PREFIX', 'CLOTHO_DIR', 'MANIFEST', 'RELEVANCE',
+           'NOISE_TABLE_SECONDS', 'AUDIO_EXTS', 'LOUD_DB', 'BACKGROUND_DB', 'BACKGROUND_COLOUR', 'MIN_SOURCE_SECONDS',
+           'LONG_EVENT_SECONDS', 'LASR_CACHE', 'corpus_paths', 'db_to_amp', 'robust_level', 'set_level', 'fade',
+           'coloured_noise', 'noise', 'words', 'SynthBank', 'FolderBank', 'sample_long_scene', 'sample_scene',
            'render_scene', 'make_caption', 'clip_captions', 'satisfies', 'synth_split', 'relevance', 'write_relevance',
            'synth_files', 'synth_corpus', 'load_manifest']
 
@@ -28,6 +29,9 @@ DEMO_N_VAL = 100          # validation clips
 DEMO_N_EVAL = 100         # evaluation clips
 DEMO_MIN_SECONDS = 6.0    # shortest clip, s
 DEMO_MAX_SECONDS = 12.0   # longest clip, s
+DEMO_LONG_FRACTION = 0.25 # share of long clips (20-30 s, short events anywhere in them)
+LONG_MIN_SECONDS = 20.0
+LONG_MAX_SECONDS = 30.0
 SPLITS = ("development", "validation", "evaluation")
 SPLIT_PREFIX = {"development": "dev", "validation": "val", "evaluation": "eval"}
 CLOTHO_DIR = "CLOTHO_v2.1"
@@ -427,6 +431,26 @@ BACKGROUND_DB = {"hiss": -48.0, "rumble": -44.0, "silence": -72.0}
 BACKGROUND_COLOUR = {"hiss": "white", "rumble": "brown", "silence": "pink"}
 MIN_SOURCE_SECONDS = 1.8
 
+LONG_EVENT_SECONDS = 5.0   # longest source of a long scene, s
+
+def sample_long_scene(bank, rng: np.random.Generator, min_seconds: float = LONG_MIN_SECONDS,
+                      max_seconds: float = LONG_MAX_SECONDS) -> dict:
+    "A long scene: a background bed with 1-3 short sources (1.8-5 s) at random times across the whole clip, in order."
+    dur = round(float(rng.uniform(min_seconds, max_seconds)), 2)
+    srcs = bank.sample_sources(rng, int(rng.choice([1, 2, 3], p=[0.25, 0.4, 0.35])))
+    n = len(srcs)
+    lens = rng.uniform(MIN_SOURCE_SECONDS, LONG_EVENT_SECONDS, n)
+    # the free time (at least 0.3 s between two sources) is cut at random into lead, gaps and tail: a source can
+    # sit anywhere, across the 10 s and 20 s marks too
+    free = rng.dirichlet(np.ones(n + 1)) * (dur - lens.sum() - 0.3 * (n - 1) - 0.2)
+    t = 0.1 + free[0]
+    for s, L, g in zip(srcs, lens, free[1:]):
+        s["loudness"] = ("quiet", "loud")[int(rng.integers(2))]
+        s["start"], s["end"] = round(float(t), 3), round(float(t + L), 3)
+        t += L + 0.3 + g
+    bg = ("hiss", "rumble", "silence")[int(rng.integers(3))]
+    return {"duration": dur, "background": bg, "sources": srcs}
+
 def sample_scene(bank, rng: np.random.Generator, min_seconds: float, max_seconds: float) -> dict:
     "A random scene: duration (s), background and 1-3 timed sources with their attributes."
     dur = round(float(rng.uniform(min_seconds, max_seconds)), 2)
@@ -582,7 +606,7 @@ def _scene_json(scene: dict) -> dict:
     return json.loads(json.dumps(scene))
 
 def synth_split(root: Path, split: str, n: int, seed: int, bank, sr: int, min_seconds: float,
-                max_seconds: float, progress: bool = False) -> dict[str, dict]:
+                max_seconds: float, progress: bool = False, long_fraction: float = 0.0) -> dict[str, dict]:
     "Write one split (audio and captions CSV); returns {file_name: {scene, captions, claims}}."
     si = SPLITS.index(split)
     paths = corpus_paths(root)
@@ -596,7 +620,10 @@ def synth_split(root: Path, split: str, n: int, seed: int, bank, sr: int, min_se
         it = tqdm(it, desc=f"synth {split}", leave=False)
     for i in it:
         name = f"{SPLIT_PREFIX[split]}_{i + 1:0{width}d}.wav"
-        scene = sample_scene(bank, np.random.default_rng([seed, si, i, 0]), min_seconds, max_seconds)
+        rng = np.random.default_rng([seed, si, i, 0])
+        # a stream of its own decides long or short, so the short clips of a seed stay what they were
+        long = np.random.default_rng([seed, si, i, 3]).random() < long_fraction
+        scene = sample_long_scene(bank, rng) if long else sample_scene(bank, rng, min_seconds, max_seconds)
         y = render_scene(scene, bank, sr, np.random.default_rng([seed, si, i, 2]))
         sf.write(adir/name, np.round(y * 32767).astype(np.int16), sr, subtype="PCM_16", format="WAV")
         caps, claims = clip_captions(scene, bank, np.random.default_rng([seed, si, i, 1]), avoid=seen)
@@ -669,6 +696,7 @@ def synth_corpus(out: str | Path,                  # corpus root to write
                  sample_rate: int = 32000,         # Hz
                  min_seconds: float = DEMO_MIN_SECONDS,  # shortest clip, s
                  max_seconds: float = DEMO_MAX_SECONDS,  # longest clip, s
+                 long_fraction: float = DEMO_LONG_FRACTION, # share of long clips (20-30 s, events anywhere), 0 = none
                  progress: bool = True,            # tqdm bars per split
                  force: bool = False,              # replace an earlier `synth_corpus` output in `out`
                 ) -> Path:
@@ -678,6 +706,7 @@ def synth_corpus(out: str | Path,                  # corpus root to write
         if int(v) != v or v < 1: raise LasrError(f"{k} must be a positive whole number, got {v!r}")
     if not (1.0 <= min_seconds <= max_seconds): raise LasrError(
         f"need 1 <= min_seconds <= max_seconds, got min_seconds={min_seconds}, max_seconds={max_seconds}")
+    if not 0.0 <= long_fraction <= 1.0: raise LasrError(f"long_fraction must be between 0 and 1, got {long_fraction}")
     if sample_rate < 8000: raise LasrError(f"sample_rate must be at least 8000 Hz, got {sample_rate}")
     b = _bank(bank)
     _clear_out(root, force)
@@ -686,13 +715,14 @@ def synth_corpus(out: str | Path,                  # corpus root to write
     t0 = time.perf_counter()
     clips = {}
     for split, n in zip(SPLITS, (n_dev, n_val, n_eval)):
-        clips[split] = synth_split(root, split, int(n), seed, b, sample_rate, min_seconds, max_seconds, progress)
+        clips[split] = synth_split(root, split, int(n), seed, b, sample_rate, min_seconds, max_seconds, progress, long_fraction)
     write_relevance(root/RELEVANCE, relevance(clips["evaluation"]))
     from lasr import __version__
     manifest = {"generator": "lasr.synth.synth_corpus", "lasr_version": __version__,
                 "args": dict(n_dev=int(n_dev), n_val=int(n_val), n_eval=int(n_eval), seed=seed,
                              bank=b.name if isinstance(b, SynthBank) else str(Path(bank).resolve()),
-                             sample_rate=sample_rate, min_seconds=min_seconds, max_seconds=max_seconds),
+                             sample_rate=sample_rate, min_seconds=min_seconds, max_seconds=max_seconds,
+                             long_fraction=long_fraction),
                 "scenes": {s: {name: r["scene"] for name, r in c.items()} for s, c in clips.items()},
                 "claims": {name: r["claims"] for name, r in clips["evaluation"].items()}}
     (root/MANIFEST).write_text(json.dumps(manifest, separators=(",", ":"), sort_keys=True) + "\n")
