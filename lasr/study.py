@@ -18,10 +18,10 @@ __all__ = ['ABLATIONS', 'BASELINE_LIKE', 'FULL', 'PAPER_TABLE1', 'DEMO_TABLE1', 
            'DEMO_STAGE1_RUN', 'DEMO_STAGE2_RUN', 'SMOKE_RUN', 'RUN_NOTEBOOK', 'DONE', 'TABLE1_METRICS',
            'TABLE2_METRICS', 'MULTI', 'PUBLISHED_TABLE1', 'PUBLISHED_TABLE2', 'CORPORA', 'TABLES', 'OUTPUTS', 'Cell',
            'table1_cells', 'stage1_cell', 'table2_cells', 'select', 'cell_config', 'corpus_fingerprint', 'run_id',
-           'run_done', 'execute_run', 'run_cell', 'x100', 'with_ci', 'read_run', 'results_frame', 'display_frame',
-           'paired_differences', 'display_differences', 'markdown', 'published_table1', 'plot_table1', 'plot_table2',
-           'corpus_roots', 'corpus_label', 'ensure_corpus', 'run_cells', 'made_by_reproduce', 'check_dest', 'preflight',
-           'reproduce']
+           'one_process', 'run_done', 'execute_run', 'run_cell', 'x100', 'with_ci', 'read_run', 'results_frame',
+           'display_frame', 'paired_differences', 'display_differences', 'markdown', 'published_table1', 'plot_table1',
+           'plot_table2', 'corpus_roots', 'corpus_label', 'ensure_corpus', 'run_cells', 'made_by_reproduce',
+           'check_dest', 'preflight', 'reproduce']
 
 # %% ../nbs/11_study.ipynb #1f44de4e
 @dataclass(frozen=True)
@@ -66,11 +66,11 @@ TABLE1_GRIDS = {"paper": PAPER_TABLE1, "demo": DEMO_TABLE1, "smoke": SMOKE_TABLE
 # 2-core CPU. Table 1 compares encoders trained from random weights on each clip's first 10 s (one window:
 # the sweep is about encoders, not windowing), briefly; stage 1 gets the largest share, as it does in the
 # paper; each Table 2 row's stage 2 is a short fine-tuning of it on the main corpus, whole clips up to 30 s
-DEMO_TABLE1_RUN = ("audio.max_seconds=10.0", "optim.epochs=4", "optim.warmup_epochs=0.5", "optim.cosine_epochs=3.5",
-                   "run.val_every=2")
-DEMO_STAGE1_RUN = ("optim.epochs=24", "optim.warmup_epochs=1.0", "optim.cosine_epochs=23.0", "run.val_every=4",
+DEMO_TABLE1_RUN = ("audio.max_seconds=10.0", "optim.epochs=3", "optim.warmup_epochs=0.5", "optim.cosine_epochs=2.5",
+                   "run.val_every=3")
+DEMO_STAGE1_RUN = ("optim.epochs=36", "optim.warmup_epochs=1.0", "optim.cosine_epochs=35.0", "run.val_every=6",
                    "audio.first_trainable_block=0")
-DEMO_STAGE2_RUN = ("optim.epochs=6", "optim.warmup_epochs=0.5", "optim.cosine_epochs=5.5", "run.val_every=2",
+DEMO_STAGE2_RUN = ("optim.epochs=4", "optim.warmup_epochs=0.5", "optim.cosine_epochs=3.5", "run.val_every=2",
                    "optim.lr=3e-4", "audio.first_trainable_block=2")
 SMOKE_RUN = ("optim.epochs=1", "optim.warmup_epochs=0.5", "optim.cosine_epochs=0.5")
 
@@ -156,6 +156,12 @@ def run_id(cfg: Config,       # the run's config (its run.init_from is replaced 
 # %% ../nbs/11_study.ipynb #0389959e
 RUN_NOTEBOOK = "run.ipynb"
 DONE = "result.json"   # written by the run notebook's last cell: its presence marks a finished run
+
+def one_process(cfg: Config) -> bool:
+    "Whether a run of `cfg` trains in one process here (no DDP), so that a notebook kernel can train it itself."
+    from lasr.train import _trainer_kwargs
+    k = _trainer_kwargs(cfg)
+    return k["devices"] in (1, "1") and k["strategy"] == "auto"
 
 def run_done(run_dir: str | Path) -> bool:
     "Whether a run folder holds a finished run."
