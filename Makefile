@@ -4,7 +4,7 @@
 # Both create .venv on first use. TORCH selects the torch build: the default is the CPU wheel that
 # these machines carry; GPU users either use environment.yml or e.g.
 #   make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
-# Also: make lab (JupyterLab on the notebooks), make wheel (dist/lasr-*.whl), make docs and make preview
+# Also: make bench (lasr bench -> reports/bench.{md,json}), make lab (JupyterLab on the notebooks), make wheel (dist/lasr-*.whl), make docs and make preview
 # (the documentation site; they need Quarto: https://quarto.org/docs/get-started/).
 SHELL := /bin/bash
 PY ?= python3
@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.lasr-installed
 
-.PHONY: install demo test test-fast export clean-nbs lab wheel docs preview
+.PHONY: install demo test test-fast export clean-nbs lab wheel docs preview bench
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,9 @@ test: install
 	$(BIN)/python -m pytest -q tests/test_export.py
 	$(BIN)/nbdev_test --n_workers 2 --timing
 	$(BIN)/python -m pytest -q tests --ignore=tests/test_export.py
+
+bench: install
+	$(BIN)/lasr bench --out reports
 
 lab: install
 	$(BIN)/jupyter lab nbs

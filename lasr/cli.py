@@ -11,8 +11,8 @@ from .core import LasrError
 # %% auto #0
 __all__ = ['PASST_INSTALL', 'KERNEL', 'TABLE1_AUDIO', 'TABLE1_TEXT', 'RELEVANCE_FILE', 'format_metrics', 'cmd_score', 'cmd_synth',
            'cmd_validate', 'cmd_describe', 'cmd_train', 'cmd_evaluate', 'install_hint', 'missing_package', 'study_dir',
-           'python_kernel', 'cmd_reproduce', 'cmd_index', 'cmd_search', 'cmd_embed', 'build_parser', 'main', 'doctor',
-           'cmd_doctor']
+           'python_kernel', 'cmd_reproduce', 'cmd_index', 'cmd_search', 'cmd_embed', 'cmd_bench', 'build_parser',
+           'main', 'doctor', 'cmd_doctor']
 
 # %% ../nbs/09_cli.ipynb #dc735116
 def format_metrics(m: dict[str, float]) -> str:
@@ -342,8 +342,33 @@ def _add_embed(sub):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_embed)
 
+# %% ../nbs/09_cli.ipynb #2ad4b1d7
+def cmd_bench(args) -> int:
+    "Measure speed and memory against this machine's limits; write OUT/bench.json and OUT/bench.md."
+    from lasr.bench import run_bench
+    res = run_bench(args.out, quick=args.quick, full=args.full, gpu=args.gpu, progress=not args.quiet)
+    for t in res["targets"]:
+        met = "not measured" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        print(f"{met:>12}  {t['name']}: {t['measured']} (wanted {t['target']})" + (f"; {t['note']}" if t["note"] and t["met"] is not True else ""))
+    print(f"figures in {Path(args.out) / 'bench.json'} and {Path(args.out) / 'bench.md'} ({res['seconds']:.0f} s)")
+    return 0
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="speed and memory against this machine's limits -> OUT/bench.{json,md}",
+                       description="Measure on this machine: the fp32/bf16 matrix-product and copy ceilings, PaSST's forward "
+                                   "(lasr vs hear21passt directly), evaluation overhead, a training step of the paper system "
+                                   "vs full fine-tuning and a baseline-like configuration (real-size, random weights), data "
+                                   "loading, metrics and search; print each target as met or missed.",
+                       epilog="example: lasr bench --out reports   (a few minutes on 2 cores; --quick: seconds)")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="folder for bench.json and bench.md (default: reports)")
+    p.add_argument("--quick", action="store_true", help="toy sizes, one repeat: checks that every part runs")
+    p.add_argument("--full", action="store_true", help="also the approximate index at 1M vectors (long)")
+    p.add_argument("--gpu", action="store_true", help="also the GPU figures (needs a CUDA GPU)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_bench)
+
 # %% ../nbs/09_cli.ipynb #564e55dd
-_SUBCOMMANDS = [_add_synth, _add_validate, _add_describe, _add_train, _add_evaluate, _add_score, _add_reproduce,
+_SUBCOMMANDS = [_add_synth, _add_validate, _add_describe, _add_train, _add_evaluate, _add_score, _add_reproduce, _add_bench,
                _add_index, _add_search, _add_embed]
 
 def build_parser() -> argparse.ArgumentParser:
