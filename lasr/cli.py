@@ -67,7 +67,9 @@ def _add_score(sub):
 
 # %% ../nbs/09_cli.ipynb #0058b173
 def _preset_args(p):
-    p.add_argument("--preset", default="demo", help="paper | demo | smoke (default: demo)")
+    # required: a run on the wrong preset by omission (say, the paper's hours for the demo's minutes) is costly
+    p.add_argument("--preset", required=True, choices=("paper", "demo", "smoke"),
+                   help="paper (the published system, GPU) | demo (embedded corpus, CPU) | smoke (seconds, tests)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set optim.lr=1e-4 (repeatable)")
 
