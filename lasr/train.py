@@ -422,6 +422,9 @@ def train(cfg: Config,                 # the run's config
         cfg = _check_resume(cfg, out)
     elif main and (out / "config.json").exists():
         raise LasrError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    elif main and out.is_dir() and any(out.iterdir()):   # never write into a folder of someone else's files
+        raise LasrError(f"{out} is not empty and holds no lasr run (no config.json): nothing was changed; choose an "
+                        "empty or new --out")
     # a process-wide setting: restored afterwards, so that training leaves no global state behind
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(cfg.run.matmul_precision)

@@ -245,3 +245,10 @@ def test_describe_paper():
     assert d["parts"]["audio_encoder.blocks_8_11"]["trainable"] == d["parts"]["audio_encoder.blocks_8_11"]["total"] > 0
     assert 350e6 < d["parts"]["text_encoder"]["total"] < 360e6
     assert {"audio_encoder", "audio_pooling", "audio_head", "text_encoder", "text_head"} <= set(d["parts"])
+
+def test_train_refuses_a_folder_of_other_files(corpus, tmp_path):
+    "`lasr train --out` into a non-empty folder that holds no run: exit 2, every file as it was."
+    out = tmp_path/"mine"; out.mkdir(); (out/"notes.txt").write_text("mine")
+    r = lasr("train", "--preset", "smoke", "--data-root", corpus, "--out", out, "--quiet")
+    assert r.returncode == 2 and "not empty" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out/"notes.txt").read_text() == "mine"
