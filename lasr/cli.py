@@ -16,23 +16,23 @@ __all__ = ['PASST_INSTALL', 'KERNEL', 'TABLE1_AUDIO', 'TABLE1_TEXT', 'RELEVANCE_
 
 # %% ../nbs/09_cli.ipynb #dc735116
 def format_metrics(m: dict[str, float]) -> str:
-    "A two-column table of metrics, x100 as papers report them."
+    "A two-column table of metrics, x100 with two decimals as the report prints them."
     width = max(map(len, m))
-    return "\n".join(f"{k:<{width}}  {100 * v:7.3f}" if isinstance(v, float) else f"{k:<{width}}  {v}"
+    return "\n".join(f"{k:<{width}}  {100 * v:6.2f}" if isinstance(v, float) else f"{k:<{width}}  {v}"
                      for k, v in m.items())
 
 # %% ../nbs/09_cli.ipynb #59f6b9fb
 def _format_ci(m: dict, ci: dict[str, list[float]]) -> str:
     "Metrics with their intervals, x100."
     width = max(map(len, m))
-    return "\n".join(f"{k:<{width}}  {100 * v:7.3f}" + (f"  [{100 * ci[k][0]:7.3f}, {100 * ci[k][1]:7.3f}]" if k in ci else "")
+    return "\n".join(f"{k:<{width}}  {100 * v:6.2f}" + (f"  [{100 * ci[k][0]:6.2f}, {100 * ci[k][1]:6.2f}]" if k in ci else "")
                      if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in m.items())
 
 def _format_compare(c: dict) -> str:
     "Differences first minus other, their intervals and p_better, x100."
     width = max(map(len, c["difference"]))
     head = f"{'':<{width}}  {'first-other':>11}  {'95% interval':>20}  p_better"
-    return "\n".join([head] + [f"{k:<{width}}  {100 * d:11.3f}  [{100 * c['ci'][k][0]:7.3f}, {100 * c['ci'][k][1]:7.3f}]"
+    return "\n".join([head] + [f"{k:<{width}}  {100 * d:11.2f}  [{100 * c['ci'][k][0]:6.2f}, {100 * c['ci'][k][1]:6.2f}]"
                                f"  {c['p_better'][k]:8.3f}" for k, d in c["difference"].items()])
 
 def cmd_score(args) -> int:
