@@ -14,7 +14,7 @@ import numpy as np
 # %% auto #0
 __all__ = ['PRESETS', 'LasrError', 'AudioConfig', 'TextConfig', 'ModelConfig', 'LossConfig', 'OptimConfig', 'DataConfig',
            'RunConfig', 'Config', 'to_dict', 'from_dict', 'save_config', 'load_config', 'override', 'flatten',
-           'unflatten', 'get_preset', 'seed_everything', 'provenance']
+           'unflatten', 'get_preset', 'live_progress', 'seed_everything', 'provenance']
 
 # %% ../nbs/00_core.ipynb #97ece533
 class LasrError(Exception):
@@ -294,6 +294,12 @@ def get_preset(name: str, *overrides: str) -> Config:
     if name not in PRESETS:
         raise LasrError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return override(PRESETS[name](), *overrides)
+
+# %% ../nbs/00_core.ipynb #a17d47ce
+def live_progress() -> bool:
+    "Whether progress bars are worth drawing: on a terminal or in a notebook; a log file gets none (no carriage-return stream)."
+    import sys
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 # %% ../nbs/00_core.ipynb #9c9c36c1
 def seed_everything(seed: int) -> None:

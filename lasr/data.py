@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .core import AudioConfig, Config, LasrError
+from .core import AudioConfig, Config, LasrError, live_progress
 from .audio import load_audio, fit_length, max_samples
 
 # %% auto #0
@@ -330,7 +330,7 @@ def validate_split(split: CorpusSplit,
     probs = list(split.problems)
     bad = {p.index for p in probs if p.kind in ("missing", "duplicate")}
     it = range(len(split))
-    if progress:
+    if progress and live_progress():
         from tqdm.auto import tqdm
         it = tqdm(it, desc=f"validate {split.corpus}/{split.split}", unit="file")
     for i in it:
@@ -476,7 +476,7 @@ class WaveCache:
                             f"LASR_CACHE environment variable to a writable folder, or data.cache=false") from None
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         it = self._decoded(workers)
-        if progress:
+        if progress and live_progress():
             from tqdm.auto import tqdm
             it = tqdm(it, total=len(self.paths), desc=f"decoding into {self.path.name}", unit="clip")
         try:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import LasrError
+from .core import LasrError, live_progress
 
 # %% auto #0
 __all__ = ['INDEX_FORMAT', 'EXACT_MAX_FILES', 'LONG_SECONDS', 'audio_extensions', 'list_audio', 'decode', 'file_windows',
@@ -151,7 +151,7 @@ def embed_files(model, # a DualEncoder in eval mode (from `lasr.train.load_model
     own = scratch is None
     scratch = Path(scratch or tempfile.mkdtemp(prefix="lasr-index-"))
     queue, files, order = [], {}, []   # pending (key, window), key -> state, keys in input order
-    bar = tqdm(total=len(paths), unit="file", disable=not progress, file=sys.stderr, smoothing=0.1)
+    bar = tqdm(total=len(paths), unit="file", disable=not (progress and live_progress()), file=sys.stderr, smoothing=0.1)
     t0, seconds = time.perf_counter(), 0.0
 
     def flush(n):

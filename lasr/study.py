@@ -66,11 +66,11 @@ TABLE1_GRIDS = {"paper": PAPER_TABLE1, "demo": DEMO_TABLE1, "smoke": SMOKE_TABLE
 # 2-core CPU. Table 1 compares encoders trained from random weights on each clip's first 10 s (one window:
 # the sweep is about encoders, not windowing), briefly; stage 1 gets the largest share, as it does in the
 # paper; each Table 2 row's stage 2 is a short fine-tuning of it on the main corpus, whole clips up to 30 s
-DEMO_TABLE1_RUN = ("audio.max_seconds=10.0", "optim.epochs=3", "optim.warmup_epochs=0.5", "optim.cosine_epochs=2.5",
-                   "run.val_every=3")
+DEMO_TABLE1_RUN = ("audio.max_seconds=10.0", "optim.epochs=2", "optim.warmup_epochs=0.5", "optim.cosine_epochs=1.5",
+                   "run.val_every=2")
 DEMO_STAGE1_RUN = ("optim.epochs=36", "optim.warmup_epochs=1.0", "optim.cosine_epochs=35.0", "run.val_every=6",
                    "audio.first_trainable_block=0")
-DEMO_STAGE2_RUN = ("optim.epochs=4", "optim.warmup_epochs=0.5", "optim.cosine_epochs=3.5", "run.val_every=2",
+DEMO_STAGE2_RUN = ("optim.epochs=3", "optim.warmup_epochs=0.5", "optim.cosine_epochs=2.5", "run.val_every=3",
                    "optim.lr=3e-4", "audio.first_trainable_block=2")
 SMOKE_RUN = ("optim.epochs=1", "optim.warmup_epochs=0.5", "optim.cosine_epochs=0.5")
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from .core import LasrError
+from .core import LasrError, live_progress
 
 # %% auto #0
 __all__ = ['DEMO_N_DEV', 'DEMO_N_VAL', 'DEMO_N_EVAL', 'DEMO_MIN_SECONDS', 'DEMO_MAX_SECONDS', 'DEMO_LONG_FRACTION',
@@ -615,7 +615,7 @@ def synth_split(root: Path, split: str, n: int, seed: int, bank, sr: int, min_se
     out: dict[str, dict] = {}
     seen: set[str] = set()
     it = range(n)
-    if progress:
+    if progress and live_progress():
         from tqdm.auto import tqdm
         it = tqdm(it, desc=f"synth {split}", leave=False)
     for i in it:

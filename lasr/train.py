@@ -4,20 +4,20 @@
 
 # %% ../nbs/07_train.ipynb #cbbba57d
 from __future__ import annotations
-import gc, hashlib, json, math, os, time, warnings
+import gc, hashlib, json, math, os, sys, time, warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn, Tensor
 
-from .core import (Config, LasrError, save_config, load_config, to_dict,
+from .core import (Config, LasrError, save_config, load_config, to_dict, live_progress,
                        from_dict, seed_everything, provenance)
 
 # %% auto #0
 __all__ = ['lr_at', 'lr_lambda', 'save_checkpoint', 'weights_sha256', 'strip_prefixes', 'load_checkpoint', 'load_state_into',
            'gather_rows', 'first_rows', 'unique_split', 'embed_batch', 'split_metrics', 'RetrievalModule',
-           'BestCheckpoint', 'RngState', 'process_rank', 'data_fingerprint', 'cpu_has_fast_bf16', 'train',
+           'BestCheckpoint', 'EpochLog', 'RngState', 'process_rank', 'data_fingerprint', 'cpu_has_fast_bf16', 'train',
            'lasr_command', 'run_lasr', 'resolve_device', 'load_model', 'embed_audio', 'embed_text', 'recall_curve',
            'plot_recall', 'evaluate']
 
@@ -266,6 +266,15 @@ class BestCheckpoint(L.Callback):
     def load_state_dict(self, state): self.best = state["best"]
 
 # %% ../nbs/07_train.ipynb #a4de4ecf
+class EpochLog(L.Callback):
+    "One line per epoch on stderr (loss, learning rate, validation mAP@10): the progress of a run whose log is a file."
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not trainer.is_global_zero: return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        val = f", val mAP@10 {100 * m['val/mAP@10']:.2f}" if "val/mAP@10" in m else ""
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: step {trainer.global_step}, "
+              f"loss {m.get('train/loss_epoch', float('nan')):.4f}{val}", file=sys.stderr, flush=True)
+
 class RngState(L.Callback):
     "Save and restore the Python, NumPy and torch RNG states with Lightning's checkpoint."
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
@@ -368,12 +377,14 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
                            monitor=None, every_n_epochs=1)
     cbs = [BestCheckpoint(out, cfg, data_fingerprint=fp, train_corpora=train_corpora or cfg.data.corpus), ckpt,
            RngState(), *callbacks]
-    if progress: cbs.append(TQDMProgressBar(refresh_rate=max(1, len(dm.train_dataloader()) // 20)))
+    live = progress and live_progress()
+    if live: cbs.append(TQDMProgressBar(refresh_rate=max(1, len(dm.train_dataloader()) // 20)))
+    elif progress: cbs.append(EpochLog())   # a log file gets one line per epoch
     o = cfg.optim
     trainer = L.Trainer(**_trainer_kwargs(cfg), max_epochs=o.epochs, max_steps=cfg.run.max_steps,
                         logger=CSVLogger(out, name="logs"), callbacks=cbs, num_sanity_val_steps=0,
                         check_val_every_n_epoch=cfg.run.val_every, log_every_n_steps=1,
-                        gradient_clip_val=o.grad_clip or None, enable_progress_bar=progress,
+                        gradient_clip_val=o.grad_clip or None, enable_progress_bar=live,
                         enable_model_summary=False, deterministic=False)
     last = out / "lightning" / "last.ckpt"
     if resume and last.exists(): _check_lightning_checkpoint(last)
@@ -547,7 +558,7 @@ def _embeddings(model, split, cfg: Config, cache: Path | None, progress: bool, d
     dev = next(model.parameters()).device
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.run.embed_batch_size, collate_fn=collate, shuffle=False)
     audio = [model.embed_audio(b["wav"].to(dev), b["valid"].to(dev)).float().cpu().numpy()
-             for b in tqdm(loader, desc="embedding audio", disable=not progress)]
+             for b in tqdm(loader, desc="embedding audio", disable=not (progress and live_progress()))]
     queries, _ = split.queries()
     text = embed_text(model, queries)
     audio = np.concatenate(audio)
