@@ -14,8 +14,8 @@ from .core import LasrError
 
 # %% auto #0
 __all__ = ['STEP_CONFIGS', 'timed', 'rss_mib', 'machine', 'ceilings', 'passt_flops', 'bench_passt', 'bench_eval_overhead',
-           'train_step', 'train_steps', 'bench_data', 'bench_metrics', 'bench_search', 'targets', 'run_bench',
-           'flat_figures', 'bench_gpu', 'bench_markdown']
+           'train_step', 'train_steps', 'bench_data', 'bench_metrics', 'bench_search', 'bench_index_build', 'targets',
+           'run_bench', 'flat_figures', 'bench_gpu', 'bench_markdown']
 
 # %% ../nbs/10_bench.ipynb #a8f02d72
 def timed(fn, repeats: int = 3, warmup: int = 1) -> float:
@@ -219,6 +219,43 @@ def bench_search(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000), # stored
         del x
     return rows
 
+# %% ../nbs/10_bench.ipynb #d4d107d0
+def bench_index_build(files: int = 24, seconds: float = 25.0, preset: str = "demo", repeats: int = 2) -> dict:
+    "`lasr index` build speed (windows/s) as a fraction of the model's pure forward on the same windows."
+    import soundfile as sf
+    from lasr.core import get_preset
+    from lasr.model import create_model
+    from lasr.train import save_checkpoint, load_model
+    from lasr.index import build_index, list_audio, embed_files
+    from lasr.audio import load_audio, window_starts, window_samples
+    cfg = get_preset(preset, "audio.pretrained=false")
+    torch.manual_seed(0)
+    d = Path(tempfile.mkdtemp(prefix="lasr-bench-index-"))
+    save_checkpoint(create_model(cfg).eval(), d / "run" / "best", cfg)
+    model = load_model(d / "run", "cpu")
+    lib = d / "lib"; lib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(files): sf.write(lib / f"f{i}.wav", (rng.standard_normal(int(seconds * 32000)) * 0.1).astype(np.float32), 32000)
+    import shutil
+    def build():
+        shutil.rmtree(d / "idx", ignore_errors=True)
+        build_index(lib, d / "run", d / "idx", progress=False)
+    t_build = timed(build, repeats)
+    n_win = json.loads((d / "idx" / "manifest.json").read_text())["windows"] if (d / "idx" / "manifest.json").exists() else None
+    wins = []
+    for p in sorted(lib.glob("*.wav")):
+        y = torch.from_numpy(load_audio(p, cfg.audio.sample_rate))
+        w = window_samples(cfg.audio)
+        for s in window_starts(len(y), cfg.audio, None):
+            x = y[s:s + w]; wins.append(torch.nn.functional.pad(x, (0, w - len(x))))
+    W = torch.stack(wins)
+    def forward():
+        with torch.inference_mode():
+            for j in range(0, len(W), 32): model.audio_encoder(W[j:j + 32])
+    t_fwd = timed(forward, repeats)
+    return {"files": files, "windows": len(W), "build_s": t_build, "forward_s": t_fwd,
+            "build_windows_per_s": len(W) / t_build, "forward_windows_per_s": len(W) / t_fwd, "ratio": t_fwd / t_build}
+
 # %% ../nbs/10_bench.ipynb #24cd1b38
 def _target(name: str, target: str, measured: float | None, met: bool | None, note: str = "") -> dict:
     return {"name": name, "target": target, "measured": None if measured is None else round(float(measured), 4),
@@ -239,6 +276,9 @@ def targets(f: dict) -> list[dict]:
                 f["eval"]["ratio"], f["eval"]["ratio"] <= 1.15),
         _target("cached loading vs decode + resample per clip (speed-up)", ">= 10", f["data"]["speedup"], f["data"]["speedup"] >= 10),
     ]
+    if f.get("index_build"):
+        r = f["index_build"]["ratio"]
+        out.append(_target("lasr index build speed / the model's pure forward on the same windows", ">= 0.9", r, r >= 0.9))
     s = f.get("train_steps")
     if s:
         names = list(STEP_CONFIGS)
@@ -285,6 +325,8 @@ def run_bench(out: str | Path = "reports",  # bench.json and bench.md go here
     say("search ...")
     f["search"] = bench_search((1000,) if quick else (10_000, 100_000, 1_000_000), 64 if quick else 1024,
                                20 if quick else 200, approximate_max=1_000_000 if full else 100_000)
+    say("index build ..."); f["index_build"] = bench_index_build(4 if quick else 24, 12.0 if quick else 25.0,
+                                                                 "smoke" if quick else "demo", 1 if quick else 2)
     say("training steps (real-size encoders, random weights) ...")
     f["train_steps"] = train_steps("smoke" if quick else "paper", 2, 1 if quick else 2)
     if gpu: f["gpu"] = bench_gpu()
@@ -368,6 +410,9 @@ def bench_markdown(res: dict) -> str:
     L += ["", "## Data and metrics", "", f"- decode + resample a 20 s 44.1 kHz stereo clip: {1e3 * da['decode_s_per_clip']:.1f} ms; "
           f"from the waveform cache: {1e3 * da['cached_s_per_clip']:.2f} ms ({da['speedup']:.0f}x)",
           f"- metrics on {me['queries']} x {me['items']}: {me['metrics_s']:.2f} s; {me['resamples']} bootstrap resamples: {me['bootstrap_s']:.2f} s",
+          *([f"- `lasr index` of {d['index_build']['files']} files ({d['index_build']['windows']} windows): "
+             f"{d['index_build']['build_windows_per_s']:.1f} windows/s, the model's forward alone "
+             f"{d['index_build']['forward_windows_per_s']:.1f} windows/s (ratio {d['index_build']['ratio']:.2f})"] if d.get("index_build") else []),
           "", "## Search (random unit vectors)", "", "| vectors | index | build s | p50 ms | p99 ms | memory MiB | memory / raw | recall@10 |",
           "|---|---|---|---|---|---|---|---|"]
     for r in d["search"]:

@@ -16,7 +16,8 @@ from .core import LasrError, live_progress
 # %% auto #0
 __all__ = ['INDEX_FORMAT', 'EXACT_MAX_FILES', 'LONG_SECONDS', 'audio_extensions', 'list_audio', 'decode', 'file_windows',
            'cut_windows', 'pool_file', 'FileEmbedding', 'embed_files', 'model_fingerprint', 'vector_index',
-           'read_manifest', 'build_index', 'LibraryIndex', 'embed_audio_files', 'search', 'export_embeddings']
+           'read_manifest', 'build_index', 'LibraryIndex', 'embed_audio_files', 'search', 'export_embeddings',
+           'explore']
 
 # %% ../nbs/08_index.ipynb #1a2333a2
 INDEX_FORMAT = "lasr-index-1"
@@ -496,3 +497,46 @@ def export_embeddings(source: str | Path, # a folder of audio, or a captions CSV
         os.replace(tmp, out)
         _write_json_atomic(out.with_suffix(".json"), {k: v for k, v in manifest.items() if k != "rows"})
     return manifest
+
+# %% ../nbs/08_index.ipynb #7915af5c
+def _hit_figure(path: Path, start: float, end: float, title: str, sr: int = 16000):
+    "Spectrogram of a file with the hit's span shaded."
+    import matplotlib.pyplot as plt
+    from lasr.audio import load_audio
+    y = load_audio(path, sr)
+    fig, ax = plt.subplots(figsize=(8, 1.8))
+    ax.specgram(y + 1e-9, Fs=sr, NFFT=512, noverlap=256, cmap="magma")
+    ax.axvspan(start, end, color="cyan", alpha=0.25, lw=2, ec="cyan")
+    ax.set(title=title, xlabel="s", ylabel="Hz")
+    fig.tight_layout()
+    return fig, y, sr
+
+def explore(index: str | Path | LibraryIndex, # index folder or a loaded index
+            model=None,                       # run folder or loaded model; None = the one that made the index
+            k: int = 5,                       # hits shown per query
+           ):
+    "A JupyterLab search UI: a text box, the hits as a table, an audio player and a spectrogram with the span per hit."
+    try: import ipywidgets as W
+    except ImportError: raise LasrError('the explorer needs ipywidgets: pip install "lasr[lab]"') from None
+    import pandas as pd, matplotlib.pyplot as plt
+    from IPython.display import Audio, display
+    idx = index if isinstance(index, LibraryIndex) else LibraryIndex(index)
+    model = idx.load_model(model)
+    box = W.Text(placeholder="describe a sound, e.g. a low hum, then a high beep", description="search:",
+                 continuous_update=False, layout=W.Layout(width="70%"))
+    out = W.Output()
+    def run(text: str) -> list[dict]:
+        hits = search(idx, [text], k=k, model=model)[0]["hits"]
+        out.clear_output()
+        with out:
+            display(pd.DataFrame(hits).round(3))
+            for rank, h in enumerate(hits, 1):
+                fig, y, sr = _hit_figure(idx.root / h["path"], h["start"], h["end"],
+                                         f"{rank}. {h['path']}  score {h['score']:.3f}  span {h['start']:.1f}-{h['end']:.1f} s")
+                plt.show(fig); plt.close(fig)
+                display(Audio(y, rate=sr))
+        return hits
+    box.observe(lambda ch: run(ch["new"]) if ch["new"].strip() else None, names="value")
+    ui = W.VBox([box, out])
+    ui.search = run
+    return ui
