@@ -349,8 +349,9 @@ class EpochLog(L.Callback):
     def on_train_epoch_end(self, trainer, module):   # Lightning 2 runs validation before this hook
         if not trainer.is_global_zero: return
         import sys
-        m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        parts = [f"{k} {100 * v:.2f}" if k.startswith("val/") else f"{k} {v:.4f}" for k, v in sorted(m.items())]
+        m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and not k.endswith(("_step", "_epoch"))}
+        parts = [f"{k} {100 * v:.2f}" if k.startswith("val/") else f"{k} {v:.2e}" if k == "lr" else f"{k} {v:.4f}"
+                 for k, v in sorted(m.items())]
         print(f"{self.stage}epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: step {trainer.global_step}, "
               f"{time.time() - self.t0:.1f} s" + "".join(f", {x}" for x in parts), file=sys.stderr, flush=True)
 
