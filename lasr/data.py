@@ -401,9 +401,9 @@ def validate_corpus(root: str | Path, # data root
     return rep
 
 def validate_command(data_root: str | Path, corpus: str = "clotho", splits: list[str] | None = None,
-                     check_silence: bool = True) -> int:
+                     check_silence: bool = True, progress: bool = False) -> int:
     "What `lasr validate` does: print one report, return the exit code (0 = no problems, 2 = problems)."
-    rep = validate_corpus(data_root, corpus, splits, check_silence=check_silence)
+    rep = validate_corpus(data_root, corpus, splits, check_silence=check_silence, progress=progress)
     print(rep.format())
     return 0 if rep.ok else 2
 

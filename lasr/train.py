@@ -17,7 +17,7 @@ from .core import (Config, LasrError, save_config, load_config, to_dict, live_pr
 # %% auto #0
 __all__ = ['lr_at', 'lr_lambda', 'save_checkpoint', 'weights_sha256', 'strip_prefixes', 'load_checkpoint', 'load_state_into',
            'gather_rows', 'first_rows', 'unique_split', 'embed_batch', 'split_metrics', 'RetrievalModule',
-           'BestCheckpoint', 'EpochLog', 'RngState', 'process_rank', 'data_fingerprint', 'cpu_has_fast_bf16', 'train',
+           'BestCheckpoint', 'RngState', 'process_rank', 'data_fingerprint', 'cpu_has_fast_bf16', 'EpochLog', 'train',
            'lasr_command', 'run_lasr', 'resolve_device', 'load_model', 'embed_audio', 'embed_text', 'recall_curve',
            'plot_recall', 'evaluate']
 
@@ -266,15 +266,6 @@ class BestCheckpoint(L.Callback):
     def load_state_dict(self, state): self.best = state["best"]
 
 # %% ../nbs/07_train.ipynb #a4de4ecf
-class EpochLog(L.Callback):
-    "One line per epoch on stderr (loss, learning rate, validation mAP@10): the progress of a run whose log is a file."
-    def on_train_epoch_end(self, trainer, pl_module):
-        if not trainer.is_global_zero: return
-        m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        val = f", val mAP@10 {100 * m['val/mAP@10']:.2f}" if "val/mAP@10" in m else ""
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: step {trainer.global_step}, "
-              f"loss {m.get('train/loss_epoch', float('nan')):.4f}{val}", file=sys.stderr, flush=True)
-
 class RngState(L.Callback):
     "Save and restore the Python, NumPy and torch RNG states with Lightning's checkpoint."
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
@@ -351,6 +342,19 @@ def _check_lightning_checkpoint(path: Path) -> None:
                         "its save interrupted?). Delete it and run the same command again to restart this stage "
                         "from its first epoch") from None
 
+class EpochLog(L.Callback):
+    "One line per epoch on stderr, for logs that are files: no carriage-return progress stream."
+    def __init__(self, stage: str = ""): self.stage, self.t0 = stage, time.time()
+    def on_train_epoch_start(self, trainer, module): self.t0 = time.time()
+    def on_train_epoch_end(self, trainer, module):   # Lightning 2 runs validation before this hook
+        if not trainer.is_global_zero: return
+        import sys
+        m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and not k.endswith(("_step", "_epoch"))}
+        parts = [f"{k} {100 * v:.2f}" if k.startswith("val/") else f"{k} {v:.2e}" if k == "lr" else f"{k} {v:.4f}"
+                 for k, v in sorted(m.items())]
+        print(f"{self.stage}epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: step {trainer.global_step}, "
+              f"{time.time() - self.t0:.1f} s" + "".join(f", {x}" for x in parts), file=sys.stderr, flush=True)
+
 def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: bool,
                callbacks: list, train_corpora: str | None, init_from: str) -> dict:
     "Train one stage into `out`; returns its summary."
@@ -377,14 +381,14 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
                            monitor=None, every_n_epochs=1)
     cbs = [BestCheckpoint(out, cfg, data_fingerprint=fp, train_corpora=train_corpora or cfg.data.corpus), ckpt,
            RngState(), *callbacks]
-    live = progress and live_progress()
-    if live: cbs.append(TQDMProgressBar(refresh_rate=max(1, len(dm.train_dataloader()) // 20)))
-    elif progress: cbs.append(EpochLog())   # a log file gets one line per epoch
+    # a bar on a terminal; elsewhere (a log file, a notebook's captured stderr) one line per epoch
+    cbs.append(TQDMProgressBar(refresh_rate=max(1, len(dm.train_dataloader()) // 20)) if progress else
+               EpochLog("pretrain " if train_corpora else ""))
     o = cfg.optim
     trainer = L.Trainer(**_trainer_kwargs(cfg), max_epochs=o.epochs, max_steps=cfg.run.max_steps,
                         logger=CSVLogger(out, name="logs"), callbacks=cbs, num_sanity_val_steps=0,
                         check_val_every_n_epoch=cfg.run.val_every, log_every_n_steps=1,
-                        gradient_clip_val=o.grad_clip or None, enable_progress_bar=live,
+                        gradient_clip_val=o.grad_clip or None, enable_progress_bar=progress,
                         enable_model_summary=False, deterministic=False)
     last = out / "lightning" / "last.ckpt"
     if resume and last.exists(): _check_lightning_checkpoint(last)
@@ -421,7 +425,7 @@ def train(cfg: Config,                 # the run's config
           data_root: str | Path,       # folder holding the corpora (e.g. CLOTHO_v2.1/)
           out: str | Path,             # run folder to create (or to continue with resume=True)
           resume: bool = False,        # continue an interrupted run from RUN/lightning/last.ckpt
-          progress: bool = True,
+          progress: bool = True,       # tqdm bars; False: one line per epoch on stderr
           callbacks: list = (),        # extra Lightning callbacks (tests use them to interrupt a run)
          ) -> dict:
     "Train the system of `cfg` on the corpora under `data_root`, leaving a run folder in `out`."
@@ -433,9 +437,15 @@ def train(cfg: Config,                 # the run's config
         cfg = _check_resume(cfg, out)
     elif main and (out / "config.json").exists():
         raise LasrError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-    elif main and out.is_dir() and any(out.iterdir()):   # never write into a folder of someone else's files
-        raise LasrError(f"{out} is not empty and holds no lasr run (no config.json): nothing was changed; choose an "
-                        "empty or new --out")
+    elif main and out.is_file(): raise LasrError(f"--out {out} is a file, not a run folder: choose another --out")
+    elif main and out.is_dir() and any(out.iterdir()):
+        # a run folder is one that train made (config.json; pretrain/config.json while stage 1 runs):
+        # anything else may be the user's files, which train must not write among
+        names = sorted(q.name for q in out.iterdir())
+        what = "an unfinished run (pass --resume to continue it)" if (out / "pretrain" / "config.json").exists() else \
+               "files that lasr train did not write"
+        raise LasrError(f"--out {out} is not empty and holds {what}: {', '.join(names[:5])}"
+                        f"{f' and {len(names) - 5} more' if len(names) > 5 else ''}; choose a new or empty folder")
     # a process-wide setting: restored afterwards, so that training leaves no global state behind
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(cfg.run.matmul_precision)

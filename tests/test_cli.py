@@ -61,6 +61,27 @@ def test_help_for_every_subcommand():
     for name in sub.choices:
         r = lasr(name, "--help")
         assert r.returncode == 0 and "usage: lasr " + name in r.stdout, (name, r.stderr)
+        assert "example:\n  lasr " + name in r.stdout and "exit codes: 0" in r.stdout, (name, r.stdout)
+
+def test_help_shows_every_default():
+    "Each option with a default (not a flag, not required) names it in its help."
+    from lasr.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, sp in sub.choices.items():
+        fmt = sp._get_formatter()
+        for a in sp._actions:
+            if a.required or a.default in (None, False, [], "==SUPPRESS==") or a.help is None: continue
+            assert "default" in fmt._get_help_string(a), (name, a.dest, a.help)
+    r = lasr("score", "--help")
+    assert "(default: 1000)" in r.stdout or "(default 1000)" in r.stdout, r.stdout
+    assert "exit codes: 0" in lasr("--help").stdout
+
+@pytest.mark.parametrize("command", ["train", "describe"])
+def test_missing_preset_exits_2(command, tmp_path):
+    "--preset is required: no silent default system."
+    r = lasr(command, *(["--data-root", tmp_path, "--out", tmp_path/"run"] if command == "train" else []))
+    assert r.returncode == 2 and "--preset" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path/"run").exists()
 
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory):
@@ -75,8 +96,10 @@ def test_synth_validate_train_through_the_command_line(small_corpus, tmp_path):
         assert len(list((small_corpus/"CLOTHO_v2.1"/"clotho_audio_files"/split).glob("*.wav"))) == n
     r = lasr("validate", "--data-root", small_corpus)
     assert r.returncode == 0 and "no problems" in r.stdout, r.stdout + r.stderr
-    r = lasr("train", "--preset", "smoke", "--data-root", small_corpus, "--out", tmp_path/"run", "--quiet")
+    # stderr is a pipe here, as for a log file: one line per epoch, no carriage-return progress stream
+    r = lasr("train", "--preset", "smoke", "--data-root", small_corpus, "--out", tmp_path/"run")
     assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr and "epoch 1/" in r.stderr, r.stderr
     summary = json.loads((tmp_path/"run"/"train.json").read_text())
     assert f"trained {summary['steps']} steps" in r.stdout and summary["train_clips"] == 16
     assert (tmp_path/"run"/"best.safetensors").is_file() and (tmp_path/"run"/"last.safetensors").is_file()
@@ -99,3 +122,30 @@ def test_ctrl_c_stops_training_with_exit_130(small_corpus, tmp_path):
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err, err
     assert not (out/"train.json").exists()                   # it did not run to the end
+
+def _snapshot(d: Path) -> dict:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+def test_train_refuses_a_folder_it_did_not_make(small_corpus, tmp_path):
+    "train --out into a non-empty folder that is not a run: exit 2, naming what is there, nothing changed."
+    out = tmp_path/"mine"; (out/"sub").mkdir(parents=True)
+    (out/"notes.txt").write_text("keep me"); (out/"sub"/"data.bin").write_bytes(b"\x00\x01")
+    before = _snapshot(out)
+    r = lasr("train", "--preset", "smoke", "--data-root", small_corpus, "--out", out, "--quiet")
+    assert r.returncode == 2 and "notes.txt" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert _snapshot(out) == before and sorted(p.name for p in out.iterdir()) == ["notes.txt", "sub"]
+    r = lasr("train", "--preset", "smoke", "--data-root", small_corpus, "--out", out/"notes.txt", "--quiet")
+    assert r.returncode == 2 and "is a file" in r.stderr, r.stderr
+    assert _snapshot(out) == before
+
+def test_index_refuses_a_folder_it_did_not_make(small_corpus, tmp_path):
+    "index --out into a non-empty folder that is not an index: exit 2, nothing changed."
+    run = tmp_path/"run"
+    from lasr.core import get_preset
+    from lasr.train import train
+    train(get_preset("smoke", "optim.epochs=1", "optim.cosine_epochs=0.5"), small_corpus, run, progress=False)
+    out = tmp_path/"mine"; out.mkdir(); (out/"notes.txt").write_text("keep me")
+    before = _snapshot(out)
+    r = lasr("index", small_corpus/"CLOTHO_v2.1"/"clotho_audio_files"/"evaluation", "--model", run, "--out", out)
+    assert r.returncode == 2 and "not a lasr index" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert _snapshot(out) == before

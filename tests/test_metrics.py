@@ -192,4 +192,5 @@ def test_evaluate_ci_matches_score(tmp_path):
     r = lasr("evaluate", tmp_path/"run", "--data-root", corpus, "--relevance", corpus/"relevance_evaluation.csv", "--ci", "--quiet")
     assert r.returncode == 0, r.stderr
     lo, hi = m["ci"]["mAP@16_multi"]
-    assert f"{100 * m['mAP@16_multi']:7.3f}  [{100 * lo:7.3f}, {100 * hi:7.3f}]" in r.stdout, r.stdout
+    # printed x100 with two decimals, as in the report
+    assert f"{100 * m['mAP@16_multi']:6.2f}  [{100 * lo:6.2f}, {100 * hi:6.2f}]" in r.stdout, r.stdout

@@ -262,4 +262,4 @@ def test_a_log_file_gets_one_line_per_epoch(corpus, tmp_path):
     assert r.returncode == 0, text[-2000:]
     assert "\r" not in text
     epochs = [l for l in text.splitlines() if l.startswith("epoch ")]
-    assert [l.split(":")[0] for l in epochs] == ["epoch 1/2", "epoch 2/2"] and "val mAP@10" in epochs[-1], text[-2000:]
+    assert [l.split(":")[0] for l in epochs] == ["epoch 1/2", "epoch 2/2"] and "val/mAP@10" in epochs[-1], text[-2000:]
