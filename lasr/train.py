@@ -375,6 +375,8 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
     module = RetrievalModule(cfg, load_weights=not init_from and not resume)   # steps per epoch: from the trainer
     if init_from and not resume:
         state, info = load_checkpoint(_resolve_checkpoint(init_from))
+        if cfg.model.pooling != "attention":   # a stage 2 with mean pooling (an ablation) has no pooling weights to take
+            state = {k: v for k, v in state.items() if not k.startswith("audio_pooling.")}
         load_state_into(module.model, state, info, source=str(init_from))
     fp = data_fingerprint(dm.splits["train"])
     ckpt = ModelCheckpoint(dirpath=out / "lightning", filename="last", save_last=False, save_top_k=1, enable_version_counter=False,
