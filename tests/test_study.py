@@ -45,7 +45,7 @@ def test_both_tables_come_from_their_runs(study):
                 # the markdown shows the same number x100 with its interval
                 assert f"{100 * m[k]:.2f} [{100 * m['ci'][k][0]:.2f}, {100 * m['ci'][k][1]:.2f}]" in md
     d = pd.read_csv(out/"table2_differences.csv")
-    assert list(d.row) == ["hop 10 s"]
+    assert list(d.row) == ["mean pooling"]
     full, hop = (json.loads((out/"runs"/run/"metrics.json").read_text()) for run in t2.run)
     assert d.loc[0, "mAP@10"] == pytest.approx(hop["mAP@10"] - full["mAP@10"], abs=1e-12)
 
