@@ -73,8 +73,9 @@ def _preset_args(p):
                    help="override a config field, e.g. --set optim.lr=1e-4 (repeatable)")
 
 def _progress(args) -> bool:
-    "Progress bars only on a terminal: a log file gets no carriage-return stream."
-    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+    "Progress bars only on a terminal (`lasr.core.live_progress`): a log file gets no carriage-return stream."
+    from lasr.core import live_progress
+    return not getattr(args, "quiet", False) and live_progress()
 
 def _config(args):
     from lasr.core import get_preset

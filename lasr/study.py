@@ -168,6 +168,14 @@ def run_done(run_dir: str | Path) -> bool:
     "Whether a run folder holds a finished run."
     return (Path(run_dir) / DONE).is_file()
 
+def _portable(nb_path: Path, source: Path):
+    "Record the notebook's source and output relative to the package, not as machine paths."
+    nb = json.loads(nb_path.read_text())
+    meta = nb["metadata"].setdefault("papermill", {})
+    meta["input_path"] = str(source.relative_to(source.parents[2]))   # nbs/study/X.ipynb or lasr/study/X.ipynb
+    meta["output_path"] = nb_path.name
+    nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
 def execute_run(run_dir: Path,     # the run's folder (created; an interrupted run in it is resumed)
                 preset: str, overrides: list[str], data_root: Path,
                 device: str = "auto",
@@ -187,9 +195,7 @@ def execute_run(run_dir: Path,     # the run's folder (created; an interrupted r
         except pm.PapermillExecutionError as e:
             raise LasrError(f"run {run_dir.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (executed notebook "
                             f"with the traceback: {run_dir / RUN_NOTEBOOK}; run the study again to resume it)") from None
-    nb = json.loads((run_dir / RUN_NOTEBOOK).read_text())   # no machine paths in what is kept
-    nb["metadata"].get("papermill", {}).update(input_path=RUN_NOTEBOOK, output_path=RUN_NOTEBOOK)
-    (run_dir / RUN_NOTEBOOK).write_text(json.dumps(nb, indent=1) + "\n")
+    _portable(run_dir / RUN_NOTEBOOK, study_dir() / RUN_NOTEBOOK)   # no machine paths in what is kept
     return run_dir
 
 def run_cell(cell: Cell,                 # the configuration to run
@@ -437,14 +443,6 @@ def preflight(preset: str, data_root: Path | None, overrides: list[str], tables:
     if missing:
         raise LasrError(f"the paper study cannot start: {len(missing)} of {len(lines)} things it needs are missing "
                         "(nothing was run):\n" + "\n".join(f"  - {what}: {msg}" for what, msg in missing))
-
-def _portable(nb_path: Path, source: Path):
-    "Record the notebook's source and output relative to the package, not as machine paths."
-    nb = json.loads(nb_path.read_text())
-    meta = nb["metadata"].setdefault("papermill", {})
-    meta["input_path"] = str(source.relative_to(source.parents[2]))   # nbs/study/X.ipynb or lasr/study/X.ipynb
-    meta["output_path"] = nb_path.name
-    nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 def reproduce(preset: str = "demo",                # paper | demo | smoke
               out: str | Path = "reports",          # results go to out/<preset>/, runs to out/<preset>/runs/

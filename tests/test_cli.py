@@ -99,7 +99,9 @@ def test_synth_validate_train_through_the_command_line(small_corpus, tmp_path):
     # stderr is a pipe here, as for a log file: one line per epoch, no carriage-return progress stream
     r = lasr("train", "--preset", "smoke", "--data-root", small_corpus, "--out", tmp_path/"run")
     assert r.returncode == 0, r.stderr
-    assert "\r" not in r.stderr and "epoch 1/" in r.stderr, r.stderr
+    assert "\r" not in r.stderr, r.stderr
+    epochs = [l for l in r.stderr.splitlines() if l.startswith("epoch ")]
+    assert [l.split(":")[0] for l in epochs] == ["epoch 1/2", "epoch 2/2"] and "val/mAP@10" in epochs[-1], r.stderr
     summary = json.loads((tmp_path/"run"/"train.json").read_text())
     assert f"trained {summary['steps']} steps" in r.stdout and summary["train_clips"] == 16
     assert (tmp_path/"run"/"best.safetensors").is_file() and (tmp_path/"run"/"last.safetensors").is_file()
@@ -132,7 +134,7 @@ def test_train_refuses_a_folder_it_did_not_make(small_corpus, tmp_path):
     (out/"notes.txt").write_text("keep me"); (out/"sub"/"data.bin").write_bytes(b"\x00\x01")
     before = _snapshot(out)
     r = lasr("train", "--preset", "smoke", "--data-root", small_corpus, "--out", out, "--quiet")
-    assert r.returncode == 2 and "notes.txt" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2 and "notes.txt" in r.stderr and "not empty" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert _snapshot(out) == before and sorted(p.name for p in out.iterdir()) == ["notes.txt", "sub"]
     r = lasr("train", "--preset", "smoke", "--data-root", small_corpus, "--out", out/"notes.txt", "--quiet")
     assert r.returncode == 2 and "is a file" in r.stderr, r.stderr
