@@ -10,12 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .core import LasrError
+from .synth import DEMO_N_EVAL
 
 # %% auto #0
 __all__ = ['FULL', 'QUICK', 'timed', 'cpu_name', 'machine_info', 'matmul_gflops', 'copy_gbps', 'transformer_flops',
            'passt_window_flops', 'passt_forward', 'train_step', 'in_fresh_process', 'train_figures', 'data_figures',
-           'metric_figures', 'eval_figures', 'search_figures', 'gpu_figures', 'targets', 'measure', 'render_markdown',
-           'run_bench']
+           'metric_figures', 'eval_figures', 'clustered_vectors', 'index_memory', 'search_figures', 'index_figures',
+           'precision_check', 'gpu_figures', 'targets', 'measure', 'render_markdown', 'run_bench']
 
 # %% ../nbs/10_bench.ipynb #b003e14a
 def timed(fn, # the work to time, called with no arguments
@@ -91,7 +92,11 @@ def passt_forward(encoder: str = "passt", # audio encoder registry name (a PaSST
                   bf16: bool = False, # also time bf16 autocast (only sensible on CPUs with bf16 instructions)
                  ) -> dict: # figure name -> value
     "Windows/s and achieved GFLOP/s of PaSST through `lasr` and through hear21passt's model called directly."
+    import copy
+    from hear21passt.models.passt import Attention
     enc = _encoder(encoder)
+    net = copy.deepcopy(enc.net)   # hear21passt's model as it comes: its own attention, the same weights
+    for blk in net.blocks: blk.attn.__class__ = Attention
     flops = passt_window_flops(enc)
     out = {"passt_gflop_per_window": flops / 1e9}
     modes = [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)] if bf16 else [])
@@ -103,7 +108,7 @@ def passt_forward(encoder: str = "passt", # audio encoder registry name (a PaSST
             def ours():
                 with ctx(): enc(features=mel)
             def direct():   # hear21passt's own forward: (N, 1, mels, frames) -> (logits, features)
-                with ctx(): enc.net(mel.unsqueeze(1))
+                with ctx(): net(mel.unsqueeze(1))
             for name, fn in (("lasr", ours), ("direct", direct)):
                 s = timed(fn, repeats)
                 out[f"passt_{name}_{tag}_b{b}_windows_per_s"] = b / s
@@ -242,34 +247,135 @@ def eval_figures(preset: str = "demo", # model preset (random audio weights)
     return {"eval_wall_s": wall, "eval_forward_s": fwd, "eval_clips": len(ds), "eval_queries": len(queries)}
 
 # %% ../nbs/10_bench.ipynb #b026e14a
+def _rss() -> int:
+    "Resident memory of this process, bytes (Linux; 0 where /proc is missing)."
+    try: return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError: return 0
+
+def clustered_vectors(n: int, # vectors
+                      dim: int, # their size
+                      rng: np.random.Generator,
+                      spread: float = 0.7, # noise around a centre, per dimension (centres are N(0, 1))
+                     ) -> np.ndarray: # (n, dim) float32, unit norm
+    "Unit vectors around n/100 random centres: neighbours that mean something, like embeddings of a library."
+    centres = rng.standard_normal((max(1, n // 100), dim), dtype=np.float32)
+    v = centres[rng.integers(0, len(centres), n)]
+    v += spread * rng.standard_normal((n, dim), dtype=np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v
+
+def index_memory(n: int, # vectors
+                 dim: int, # their size
+                 approximate: bool, # IVF (True) or exact
+                ) -> dict: # {"memory_ratio": resident memory grown by the build / raw float32 vectors}
+    "Memory of `lasr.index.vector_index` over the raw vectors; run it in a fresh process, whose memory is its own."
+    from lasr.index import vector_index
+    v = clustered_vectors(n, dim, np.random.default_rng(0))
+    before = _rss()
+    idx, _ = vector_index(v, exact_max=0 if approximate else n)
+    return {"memory_ratio": (_rss() - before) / v.nbytes}
+
 def search_figures(sizes: tuple = (10_000, 100_000, 1_000_000), # vectors in the index
                    dim: int = 256, # embedding size (the demo's shared space)
-                   exact_max: int = 100_000, # the index's default: exact up to here, HNSW above
-                   hnsw_m: int = 16, ef_construction: int = 40, ef_search: int = 64, # HNSW parameters for the large case
-                   n_queries: int = 100, k: int = 10) -> dict:
-    "Build time, query time and recall@k against exact search of `lasr.index.vector_index` on clustered random unit vectors."
+                   n_queries: int = 200, # queries timed one at a time (a quarter of them for exact search at >= 500k)
+                   k: int = 10,
+                   fresh: bool = True, # memory measured in a fresh process per index (False: here; tests)
+                  ) -> dict:
+    "Per size, exact and approximate `lasr.index.vector_index`: build s, one-query p50/p99 ms, memory / raw, recall@k."
     import faiss
     from lasr.index import vector_index
     out, rng = {}, np.random.default_rng(0)
     for n in sizes:
-        # clustered, like embeddings of a library (pure noise in 256-d has no meaningful neighbours for any index)
-        centres = rng.standard_normal((max(1, n // 100), dim), dtype=np.float32)
-        v = centres[rng.integers(0, len(centres), n)] + 0.7 * rng.standard_normal((n, dim), dtype=np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        v = clustered_vectors(n, dim, rng)
         q = v[rng.choice(n, n_queries, replace=False)] + 0.1 * rng.standard_normal((n_queries, dim), dtype=np.float32)
         q /= np.linalg.norm(q, axis=1, keepdims=True)
-        t0 = time.perf_counter()
-        idx, desc = vector_index(v, exact_max=exact_max, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
-        build = time.perf_counter() - t0
-        res = {}
-        s = timed(lambda: res.update(I=idx.search(q, k)[1]), 1)
-        flat = faiss.IndexFlatIP(dim); flat.add(v)
-        truth = flat.search(q, k)[1]
-        recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(res["I"], truth)])
-        out.update({f"search_{n}_build_s": build, f"search_{n}_query_ms": s / n_queries * 1e3,
-                    f"search_{n}_recall@{k}": float(recall), f"search_{n}_approximate": float(desc["kind"] == "approximate")})
-        del v, idx, flat
+        truth = None
+        for kind, exact_max in (("exact", n), ("approx", 0)):
+            t0 = time.perf_counter()
+            idx, desc = vector_index(v, exact_max=exact_max)
+            build = time.perf_counter() - t0
+            kw = dict(n=n, dim=dim, approximate=kind == "approx")
+            mem = (in_fresh_process("lasr.bench:index_memory", **kw) if fresh else index_memory(**kw))["memory_ratio"]
+            found = idx.search(q, k)[1]   # all queries at once: the answers (and a warm-up)
+            if truth is None: truth = found
+            lat = []
+            for i in range(n_queries // 4 if kind == "exact" and n >= 500_000 else n_queries):
+                t0 = time.perf_counter(); idx.search(q[i:i + 1], k); lat.append(time.perf_counter() - t0)
+            p = f"search_{n}_{kind}"
+            out.update({f"{p}_build_s": build, f"{p}_p50_ms": float(np.percentile(lat, 50)) * 1e3,
+                        f"{p}_p99_ms": float(np.percentile(lat, 99)) * 1e3, f"{p}_memory_ratio": mem})
+            if kind == "approx":
+                out[f"{p}_recall@{k}"] = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)]))
+                out[f"{p}_nlist"], out[f"{p}_nprobe"] = desc["nlist"], desc["nprobe"]
+            del idx
+        del v
+    out["search_largest_n"] = max(sizes)
     return out
+
+# %% ../nbs/10_bench.ipynb #c4da1dc4
+def index_figures(preset: str = "demo", # model preset (random weights, pretrained text weights as the preset has them)
+                  n_files: int = 24, # generated FLAC files
+                  seconds: float = 20.0, # length of each, s
+                  sample_rate: int = 44100, # their rate (the model's is resampled to)
+                  batch_windows: int = 32, # windows per encoder call, as `lasr index` defaults
+                 ) -> dict:
+    "`lasr.index.build_index` wall time against the pure forward (encoder + pooling) on the same windows."
+    import soundfile as sf
+    from lasr.core import get_preset
+    from lasr.model import create_model
+    from lasr.train import save_checkpoint, load_model
+    from lasr.index import build_index, list_audio, decode, file_windows, cut_windows, pool_file
+    with tempfile.TemporaryDirectory() as d:
+        d, cfg = Path(d), get_preset(preset)
+        torch.manual_seed(0)
+        save_checkpoint(create_model(cfg), d / "run" / "best", cfg)
+        model, rng = load_model(d / "run", "cpu"), np.random.default_rng(0)
+        (d / "lib").mkdir()
+        t = np.arange(int(seconds * sample_rate)) / sample_rate
+        for i in range(n_files):
+            x = 0.1 * np.sin(2 * np.pi * (100 + 50 * i) * t) + 0.02 * rng.standard_normal(len(t))
+            sf.write(d / "lib" / f"{i:03d}.flac", x.astype(np.float32), sample_rate)
+        build_index(d / "lib", model, d / "warm", batch_windows=batch_windows)   # warm-up: lazy init, file cache
+        t0 = time.perf_counter(); build_index(d / "lib", model, d / "idx", batch_windows=batch_windows)
+        build = time.perf_counter() - t0
+        a = model.cfg.audio
+        cuts = [cut_windows(w, file_windows(len(w), a)) for w in
+                (decode(d / "lib" / p, a.sample_rate) for p in list_audio(d / "lib"))]
+        x, per_file = torch.cat(cuts), [len(c) for c in cuts]
+        def forward():
+            with torch.no_grad():
+                z = torch.cat([model.audio_encoder(x[s:s + batch_windows]) for s in range(0, len(x), batch_windows)])
+                for zi in torch.split(z, per_file): pool_file(model, zi)
+        fwd = timed(forward, 1, warmup=0)
+    return {"index_build_s": build, "index_forward_s": fwd, "index_files": n_files, "index_windows": len(x),
+            "index_audio_hours_per_s": n_files * seconds / 3600 / build}
+
+# %% ../nbs/10_bench.ipynb #92b4ee76
+def precision_check(run: str | Path, # a trained run folder (the demo study's full system)
+                    data_root: str | Path, # its corpus
+                    split: str = "evaluation",
+                    out: str | Path | None = None, # JSON to write the result to
+                   ) -> dict: # {"float32": metrics, "bf16": metrics, "max_delta_points": float, ...}
+    "A run's retrieval metrics embedded in float32 and under bf16 autocast, and their largest difference (x100)."
+    import shutil
+    from lasr.train import evaluate
+    keys = ("R@1", "R@5", "R@10", "mAP@10", "mAP@16")
+    with tempfile.TemporaryDirectory() as d:
+        copy = Path(d) / "run"
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("embeddings", "last.*", "lightning*", "logs", "*.ckpt"))
+        m = {}
+        for name, p in (("float32", "32"), ("bf16", "bf16")):
+            t0 = time.perf_counter()
+            r = evaluate(copy, data_root, split, progress=False, device="cpu", precision=p)
+            m[name] = {**{k: r[k] for k in keys}, "seconds": round(time.perf_counter() - t0, 2)}
+    delta = max(abs(m["float32"][k] - m["bf16"][k]) * 100 for k in keys)
+    res = {**m, "max_delta_points": round(delta, 4), "allowed_points": 0.5, "split": split, "n_queries": r["n_queries"],
+           "n_items": r["n_items"], "cpu": cpu_name(), "fast_bf16": machine_info()["fast_bf16"],
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(res, indent=2) + "\n")
+    return res
 
 # %% ../nbs/10_bench.ipynb #b029e14a
 def gpu_figures(device: str = "cuda",
@@ -335,11 +441,17 @@ _LIMITS = {
     "partial_vs_full_time": "the frozen blocks 0-7 still run forward on every window; only their backward is saved",
     "partial_vs_full_memory": "weights and the frozen blocks' forward working set are the same in both",
     "cached_vs_decode": "a cached read still converts int16 to float32 and reads HDF5 chunks",
+    "index_vs_forward": "decoding and resampling run in a second thread beside the encoder's own two threads on a "
+        "2-core machine, so they take from the forward what they do not hide; a larger model hides them better",
+    "search_approx_p50": "one query scans nprobe inverted lists of float32 vectors: memory bandwidth of one core; "
+        "fewer lists scanned lowers latency and recall together",
+    "search_approx_recall": "recall depends on how clustered the vectors are; raise nprobe (`vector_index(nprobe=)`)",
+    "search_exact_memory": "resident memory includes the allocator's slack around faiss's growing arrays",
 }
 
-def _target(name: str, what: str, f: dict, num: str, den: str, op: str, threshold: float, scale: float = 1.0) -> dict:
-    "A target as a ratio of two figures of the same run, compared to a threshold."
-    m = f[num] / max(f[den], 1e-12) * scale
+def _target(name: str, what: str, f: dict, num: str, den: str | float, op: str, threshold: float, scale: float = 1.0) -> dict:
+    "A target as a ratio of two figures of the same run (or a figure over a unit), compared to a threshold."
+    m = f[num] / max(f[den] if isinstance(den, str) else den, 1e-12) * scale
     met = bool(m <= threshold if op == "<=" else m >= threshold)
     t = {"name": name, "target": f"{what} {op} {threshold:g}", "measured": round(float(m), 4), "met": met,
          "ratio": [num, den], "scale": scale, "op": op, "threshold": threshold}
@@ -365,16 +477,29 @@ def targets(f: dict, # figures of one run
                   "train_paper_step_mib", "train_full_hop5_step_mib", "<=", 0.6),
           _target("cached_vs_decode", "decode+resample time / cached load time per clip", f,
                   "data_decode_ms_per_clip", "data_cached_ms_per_clip", ">=", 10.0)]
+    if "index_build_s" in f:
+        t.append(_target("index_vs_forward", "index build speed / pure forward speed on the same windows", f,
+                         "index_forward_s", "index_build_s", ">=", 0.9))
+    if "search_largest_n" in f:
+        n = int(f["search_largest_n"])
+        t += [_target("search_approx_p50", f"approximate index, one query, p50 ms at {n:,} vectors", f,
+                      f"search_{n}_approx_p50_ms", 1.0, "<=", 5.0),
+              _target("search_approx_recall", f"approximate index recall@10 against exact at {n:,} vectors", f,
+                      f"search_{n}_approx_recall@10", 1.0, ">=", 0.95),
+              _target("search_exact_memory", f"exact index memory / raw float32 vectors at {n:,} vectors", f,
+                      f"search_{n}_exact_memory_ratio", 1.0, "<=", 1.1)]
     return t
 
 # %% ../nbs/10_bench.ipynb #b035e14a
-FULL = dict(matmul_n=2048, copy_mb=256, encoder="passt", batches=(1, 8), repeats=3, eval_preset="demo", n_eval=24,
+# evaluation on as many clips as the demo corpus's evaluation split (DEMO_N_EVAL), where the fixed costs weigh as in use
+FULL = dict(matmul_n=2048, copy_mb=256, encoder="passt", batches=(1, 8), repeats=3, eval_preset="demo", n_eval=DEMO_N_EVAL,
             train_encoder="passt", train_clips=2, train_seconds=30.0, data_clips=8, data_seconds=30.0,
             metrics=(5225, 1045, 1000), search_sizes=(10_000, 100_000, 1_000_000), search_dim=256,
-            exact_max=100_000, hnsw=(16, 40, 64), fresh=True)
+            index_files=24, index_seconds=20.0, fresh=True)
 QUICK = dict(matmul_n=256, copy_mb=16, encoder="passt-tiny", batches=(1, 2), repeats=1, eval_preset="smoke", n_eval=4,
              train_encoder="passt-tiny", train_clips=1, train_seconds=12.0, data_clips=2, data_seconds=5.0,
-             metrics=(500, 100, 100), search_sizes=(2_000, 5_000), search_dim=32, exact_max=2_000, hnsw=(16, 40, 64), fresh=False)
+             metrics=(500, 100, 100), search_sizes=(2_000, 5_000), search_dim=32, index_files=2, index_seconds=3.0,
+             fresh=False)
 
 def _log(progress: bool, msg: str):
     if progress: print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -397,8 +522,8 @@ def measure(s: dict, # sizes: `FULL` or `QUICK`
     f.update(train_figures(s["train_encoder"], s["train_clips"], s["train_seconds"], fresh=s["fresh"]))
     _log(progress, "data"); f.update(data_figures(s["data_clips"], s["data_seconds"], s["repeats"]))
     nq, ni, nb = s["metrics"]; f.update(metric_figures(nq, ni, nb)); f["bootstrap_resamples"] = nb
-    _log(progress, "search"); m, efc, efs = s["hnsw"]
-    f.update(search_figures(s["search_sizes"], s["search_dim"], s["exact_max"], m, efc, efs))
+    _log(progress, "search"); f.update(search_figures(s["search_sizes"], s["search_dim"], fresh=s["fresh"]))
+    _log(progress, "index build"); f.update(index_figures(s["eval_preset"], s["index_files"], s["index_seconds"]))
     return {k: float(v) for k, v in f.items()}
 
 # %% ../nbs/10_bench.ipynb #b036e14a
@@ -423,18 +548,19 @@ def render_markdown(r: dict) -> str:
     return "\n".join(out)
 
 def _notes(s: dict, gpu: dict | None, machine: dict) -> list[str]:
-    m, efc, efs = s["hnsw"]
     n = [f"Sizes: PaSST `{s['encoder']}` with random weights, batches {list(s['batches'])} of 10 s windows; evaluation on the "
          f"embedded corpus ({s['n_eval']} clips, preset `{s['eval_preset']}`); training steps of the audio side "
          f"(`{s['train_encoder']}`, encoder + pooling + head + loss + AdamW, {s['train_clips']} clip(s) of "
          f"{s['train_seconds']:g} s per step, each configuration {'in a fresh process' if s['fresh'] else 'in this process'}; memory = peak RSS growth during the "
          f"steps); the text encoder is left out because it is trained alike in both configurations.",
-         f"Search: `lasr.index.vector_index` on clustered random unit vectors of size {s['search_dim']} (n/100 centres): exact (IndexFlatIP) up to "
-         f"{s['exact_max']:,} vectors, HNSW above with M={m}, efConstruction={efc}, efSearch={efs}, chosen so that the "
-         f"largest case builds within the benchmark's 10 minutes; recall@10 is against exact search.",
-         "Figures taken on a machine shared with other jobs: timings are noisy (a few tens of percent or more), and "
-         "`bench_wall_s` (the whole benchmark; the goal is under 10 minutes) grows with the load; the 1M-vector HNSW "
-         "build is the largest part.",
+         f"Search: `lasr.index.vector_index` with its defaults on clustered random unit vectors of size {s['search_dim']} "
+         f"(n/100 centres), each size built exact (IndexFlatIP) and approximate (IndexIVFFlat, about sqrt(n) lists, 1/16 "
+         f"scanned); latency is one query at a time; memory is resident-memory growth (each index built in a fresh process) over the raw float32 vectors; "
+         f"recall@10 is against exact search. Index build: `lasr index` on {s['index_files']} generated 44.1 kHz FLAC files "
+         f"of {s['index_seconds']:g} s with the `{s['eval_preset']}` model (random audio weights) against its pure forward on the "
+         f"same windows.",
+         "Timings are only as quiet as the machine: another job on a 2-core machine can halve any figure, and "
+         "`bench_wall_s` (the whole benchmark; the goal is under 10 minutes) grows with the load.",
          f"Evaluation and indexing run in fp32 on this CPU: bf16 PaSST is "
          + ("measured above (this CPU has hardware bf16)." if machine["fast_bf16"] else
             "not measured here, since this CPU has no AVX512-BF16/AMX and bf16 is emulated (the bf16 matmul ceiling above "

@@ -14,7 +14,7 @@ import numpy as np
 # %% auto #0
 __all__ = ['PRESETS', 'LasrError', 'AudioConfig', 'TextConfig', 'ModelConfig', 'LossConfig', 'OptimConfig', 'DataConfig',
            'RunConfig', 'Config', 'to_dict', 'from_dict', 'save_config', 'load_config', 'override', 'flatten',
-           'unflatten', 'get_preset', 'live_progress', 'seed_everything', 'provenance']
+           'unflatten', 'get_preset', 'live_progress', 'seed_everything', 'keep_freed_memory', 'provenance']
 
 # %% ../nbs/00_core.ipynb #97ece533
 class LasrError(Exception):
@@ -309,6 +309,19 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
+
+# %% ../nbs/00_core.ipynb #1511e55e
+def keep_freed_memory() -> bool: # whether the allocator took the setting (False off glibc)
+    "Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS (large tensors, CPU)."
+    import ctypes, ctypes.util, sys
+    if not sys.platform.startswith("linux"): return False
+    try: libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError: return False
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None: return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    # no block gets its own mmap (so none is unmapped on free), and the heap is not trimmed below 1 GiB free
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**30))
 
 # %% ../nbs/00_core.ipynb #7bf6ddff
 def provenance(cfg: Config) -> dict:

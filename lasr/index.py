@@ -11,17 +11,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import LasrError, live_progress
+from .core import LasrError, live_progress, keep_freed_memory
 
 # %% auto #0
 __all__ = ['INDEX_FORMAT', 'EXACT_MAX_FILES', 'LONG_SECONDS', 'audio_extensions', 'list_audio', 'decode', 'file_windows',
-           'cut_windows', 'pool_file', 'FileEmbedding', 'embed_files', 'model_fingerprint', 'vector_index',
+           'cut_windows', 'pool_file', 'FileEmbedding', 'embed_files', 'model_fingerprint', 'ivf_lists', 'vector_index',
            'read_manifest', 'build_index', 'LibraryIndex', 'embed_audio_files', 'search', 'export_embeddings',
            'explore']
 
 # %% ../nbs/08_index.ipynb #1a2333a2
 INDEX_FORMAT = "lasr-index-1"
-EXACT_MAX_FILES = 100_000   # above this many files the vector index is approximate (HNSW)
+EXACT_MAX_FILES = 100_000   # above this many files the vector index is approximate (IVF)
 LONG_SECONDS = 600.0        # files longer than this are decoded in blocks into a scratch file, not into memory
 
 def audio_extensions() -> set[str]:
@@ -110,11 +110,11 @@ def pool_file(model, # a DualEncoder in eval mode
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # file (E,), windows (W, E), pooling weights (W,)
     "The file's embedding pooled as the model pools, each window's own embedding, and the pooling weights."
     mask = torch.ones(1, len(z), dtype=torch.bool, device=z.device)
-    pooled, alpha = model.audio_pooling(z[None], mask, return_weights=True)
+    with model.inference_autocast(): pooled, alpha = model.audio_pooling(z[None], mask, return_weights=True)
     e = F.normalize(model.audio_head(pooled), dim=-1)[0]
     # a window's own embedding is what the model gives that window alone as a clip (one window: weight 1)
     ew = F.normalize(model.audio_head(z), dim=-1)
-    return e, ew, alpha[0]
+    return e.float(), ew.float(), alpha[0].float()
 
 # %% ../nbs/08_index.ipynb #1e1c2316
 class FileEmbedding:
@@ -158,7 +158,7 @@ def embed_files(model, # a DualEncoder in eval mode (from `lasr.train.load_model
     def flush(n):
         take, queue[:] = queue[:n], queue[n:]
         x = torch.cat([cut_windows(files[k]["wav"], files[k]["spans"][i:i + 1]) for k, i in take])
-        z = model.audio_encoder(x.to(dev))
+        with model.inference_autocast(): z = model.audio_encoder(x.to(dev))
         for (k, i), zi in zip(take, z): files[k]["z"][i] = zi; files[k]["left"] -= 1
 
     def ready():
@@ -204,24 +204,32 @@ def model_fingerprint(model) -> str:
     if not fp: raise LasrError("the model has no checkpoint sidecar with a weights hash: load it with lasr.train.load_model")
     return fp
 
+def ivf_lists(n: int) -> int: # inverted lists: the power of two nearest sqrt(n), with k-means's 39 points per list
+    "Inverted lists for `n` vectors: about sqrt(n), so that a scanned list and the list of centroids cost alike."
+    return 2 ** max(0, min(round(math.log2(math.sqrt(max(n, 1)))), int(math.log2(max(n // 39, 1)))))
+
 def vector_index(vectors: np.ndarray, # (n, E) float32 unit-norm file embeddings
                  exact_max: int = EXACT_MAX_FILES, # up to this many vectors: exact inner product
-                 hnsw_m: int = 32, # HNSW graph degree (approximate index)
-                 ef_construction: int = 200, ef_search: int = 256,
+                 nlist: int | None = None, # inverted lists of the approximate index (None: `ivf_lists(n)`)
+                 nprobe: int | None = None, # lists scanned per query (None: 1/16 of them, at least 8)
                 ) -> tuple["faiss.Index", dict]: # the faiss index, its description for the manifest
-    "faiss inner-product index: exact (`IndexFlatIP`) up to `exact_max` vectors, HNSW above; chosen automatically."
+    "faiss inner-product index: exact (`IndexFlatIP`) up to `exact_max` vectors, inverted lists (`IndexIVFFlat`) above."
     import faiss
     v = np.ascontiguousarray(vectors, dtype=np.float32)
-    d = v.shape[1]
-    if len(v) <= exact_max:
+    n, d = v.shape
+    if n <= exact_max:
         index, desc = faiss.IndexFlatIP(d), {"kind": "exact", "faiss": "IndexFlatIP"}
     else:
-        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction, index.hnsw.efSearch = ef_construction, ef_search
-        desc = {"kind": "approximate", "faiss": "IndexHNSWFlat", "M": hnsw_m,
-                "efConstruction": ef_construction, "efSearch": ef_search}
-    for s in range(0, len(v), 65536): index.add(v[s:s + 65536])
-    return index, {**desc, "exact_max": exact_max, "n": int(len(v)), "dim": int(d)}
+        nlist = nlist or ivf_lists(n)
+        nprobe = min(nlist, nprobe or max(8, nlist // 16))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        # k-means on a fixed sample (64 vectors per list; faiss's own seed): the same library gives the same index
+        sample = np.sort(np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False))
+        index.train(v[sample])
+        index.nprobe = nprobe
+        desc = {"kind": "approximate", "faiss": "IndexIVFFlat", "nlist": nlist, "nprobe": nprobe}
+    for s in range(0, n, 65536): index.add(v[s:s + 65536])
+    return index, {**desc, "exact_max": exact_max, "n": int(n), "dim": int(d)}
 
 # %% ../nbs/08_index.ipynb #ec4fb0fe
 def _write_json_atomic(path: Path, obj) -> None:
@@ -270,15 +278,17 @@ def build_index(folder: str | Path, # the sound library (searched recursively)
                 update: bool = False, # keep the vectors of unchanged files; embed only new or changed ones
                 dtype: str = "float32", # stored vectors: float32 or float16
                 batch_windows: int = 32, # windows per encoder call
-                exact_max: int = EXACT_MAX_FILES, # largest exact index; above it HNSW
+                exact_max: int = EXACT_MAX_FILES, # largest exact index; above it inverted lists (IVF)
                 progress: bool = False,
+                precision: str = "auto", # of embedding, when `model` is a path: auto (bf16 on a CPU with bf16 instructions) | 32 | bf16
                ) -> dict: # report: files, windows, added, updated, removed, skipped [{path, reason}]
     "Index every audio file under `folder`: window and file embeddings, a manifest, a faiss index; atomic."
     from lasr import __version__
     from lasr.train import load_model
     if dtype not in ("float32", "float16"): raise LasrError(f"dtype must be float32 or float16, got {dtype!r}")
+    keep_freed_memory()
     run = getattr(model, "run_path", None)
-    if not hasattr(model, "audio_encoder"): run, model = model, load_model(model)
+    if not hasattr(model, "audio_encoder"): run, model = model, load_model(model, precision=precision)
     folder, out = Path(folder).resolve(), Path(out)
     fp = model_fingerprint(model)
     if out.exists() and not (out / "manifest.json").exists() and any(out.iterdir()):
@@ -332,7 +342,7 @@ def build_index(folder: str | Path, # the sound library (searched recursively)
                 "model": {"path": str(Path(run).resolve()) if run else (old or {}).get("model", {}).get("path"), "fingerprint": fp,
                           "preset": model.cfg.preset, "embed_dim": E},
                 "audio": {"sample_rate": a.sample_rate, "window_seconds": a.window_seconds, "hop_seconds": a.hop_seconds},
-                "pooling": model.cfg.model.pooling, "index": desc, "report": report,
+                "pooling": model.cfg.model.pooling, "precision": model.precision, "index": desc, "report": report,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "files": entries, "skipped": sorted(skipped.values(), key=lambda s: s["path"])}
     _commit(out, fv.astype(dtype), wv.astype(dtype), vindex, manifest)
@@ -354,7 +364,9 @@ class LibraryIndex:
             self.vindex = faiss.IndexFlatIP(self.file_vectors.shape[1])
             for s in range(0, len(self.file_vectors), 65536):
                 self.vindex.add(np.ascontiguousarray(self.file_vectors[s:s + 65536], dtype=np.float32))
-        else: self.vindex = faiss.read_index(str(data / "vectors.faiss"))
+        else:
+            self.vindex = faiss.read_index(str(data / "vectors.faiss"))
+            if "nprobe" in self.manifest["index"]: self.vindex.nprobe = self.manifest["index"]["nprobe"]
 
     def __len__(self): return len(self.files)
     @property
@@ -370,7 +382,9 @@ class LibraryIndex:
                             f"this model {fp[:12]}): rebuild the index with lasr index --model, or search with "
                             f"the model that made it ({self.manifest['model']['path']})")
 
-    def load_model(self, model=None): # a run folder / checkpoint / loaded model; None = the one that made the index
+    def load_model(self, model=None, # a run folder / checkpoint / loaded model; None = the one that made the index
+                   precision: str = "auto", # of query embedding when loading: auto | 32 | bf16
+                  ):
         "The model that embeds queries, checked against the index's fingerprint."
         from lasr.train import load_model
         if model is None:
@@ -378,7 +392,7 @@ class LibraryIndex:
             if not model: raise LasrError(f"{self.path}: the manifest names no model: pass --model RUN")
             if not Path(model).exists():
                 raise LasrError(f"{self.path} was made with {model}, which no longer exists: pass --model RUN")
-        if not hasattr(model, "audio_encoder"): model = load_model(model)
+        if not hasattr(model, "audio_encoder"): model = load_model(model, precision=precision)
         self.check_model(model)
         return model
 
@@ -427,12 +441,13 @@ def search(index: str | Path | LibraryIndex, # index folder or a loaded index
            audio: list[str | Path] = (), # audio queries: find the sounds most like these recordings
            k: int = 10, # hits per query
            model=None, # run folder or loaded model; None = the model recorded in the index
+           precision: str = "auto", # of query embedding when the model is loaded here: auto | 32 | bf16
           ) -> list[dict]: # one {"query": str, "hits": [{path, score, start, end}]} per query
     "Search an index by text and/or by example; refuses a model other than the index's."
     from lasr.train import embed_text
     idx = index if isinstance(index, LibraryIndex) else LibraryIndex(index)
     if k < 1: raise LasrError(f"-k must be at least 1, got {k}")
-    model = idx.load_model(model)
+    model = idx.load_model(model, precision)
     queries, vecs = [], []
     if texts:
         queries += list(texts); vecs.append(embed_text(model, list(texts)))
@@ -461,6 +476,7 @@ def export_embeddings(source: str | Path, # a folder of audio, or a captions CSV
                       out: str | Path, # .npy (with a .json manifest beside it) or .parquet (one table)
                       batch_windows: int = 32,
                       progress: bool = False,
+                      precision: str = "auto", # of embedding, when `model` is a path: auto | 32 | bf16
                      ) -> dict: # the manifest: rows (one per vector) and provenance
     "Export file (or caption) embeddings for another vector store; the manifest says what each row is."
     from lasr import __version__
@@ -468,7 +484,7 @@ def export_embeddings(source: str | Path, # a folder of audio, or a captions CSV
     source, out = Path(source), Path(out)
     if out.suffix not in (".npy", ".parquet"): raise LasrError(f"--out must end in .npy or .parquet, got {out.name}")
     run = None
-    if not hasattr(model, "audio_encoder"): run, model = str(Path(model).resolve()), load_model(model)
+    if not hasattr(model, "audio_encoder"): run, model = str(Path(model).resolve()), load_model(model, precision=precision)
     if source.is_dir():
         rows, vecs, skipped = [], [], []
         for rel, emb, reason in embed_files(model, source, list_audio(source), batch_windows, progress=progress):
@@ -483,7 +499,8 @@ def export_embeddings(source: str | Path, # a folder of audio, or a captions CSV
     X = np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, E), np.float32)
     manifest = {"format": "lasr-embeddings-1", "kind": kind, "source": str(source.resolve()), "lasr_version": __version__,
                 "model": {"path": run, "fingerprint": model_fingerprint(model), "preset": model.cfg.preset,
-                          "embed_dim": E}, "pooling": model.cfg.model.pooling, "rows": rows, "skipped": skipped}
+                          "embed_dim": E}, "pooling": model.cfg.model.pooling, "precision": model.precision,
+                "rows": rows, "skipped": skipped}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     if out.suffix == ".npy":

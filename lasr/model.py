@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_model.ipynb #07cc0a45
 from __future__ import annotations
-import json, math, os, resource, time
+import contextlib, json, math, os, resource, time
 from typing import Any
 
 import torch
@@ -148,9 +148,15 @@ class DualEncoder(nn.Module):
         if cfg.text.cache_features and cfg.text.trainable:
             raise LasrError("text.cache_features needs a frozen text encoder: set text.trainable=false")
         self.text_cache = TextFeatureCache() if cfg.text.cache_features else None
+        self.precision = "32"   # of inference (eval mode): "32" or "bf16", chosen by `lasr.train.load_model`
 
     @property
     def device(self) -> torch.device: return self.audio_head.weight.device
+
+    def inference_autocast(self):
+        "bf16 autocast in eval mode when `precision` is bf16; otherwise nothing (a trainer's own autocast stays in force)."
+        if self.precision == "bf16" and not self.training: return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def encode_windows(self, wav: Tensor, # (B, samples) clips at cfg.audio.sample_rate, zero padded
                        valid: Tensor, # (B,) real samples per clip
@@ -171,9 +177,11 @@ class DualEncoder(nn.Module):
                     keys: Tensor | None = None, # (B,) training-split clip ids: use the feature cache
                    ) -> Tensor | tuple[Tensor, Tensor]: # (B, E) L2-normalised [, (B, W)]
         "Clip embeddings in the shared space."
-        z, mask = self.encode_windows(wav.to(self.device), valid.to(self.device), keys)
-        pooled, w = self.audio_pooling(z, mask, return_weights=True)
-        e = F.normalize(self.audio_head(pooled), dim=-1)
+        with self.inference_autocast():
+            z, mask = self.encode_windows(wav.to(self.device), valid.to(self.device), keys)
+            pooled, w = self.audio_pooling(z, mask, return_weights=True)
+            e = F.normalize(self.audio_head(pooled), dim=-1)
+        if not self.training: e, w = e.float(), w.float()
         return (e, w) if return_weights else e
 
     def embed_text(self, captions: list[str], # raw captions
@@ -181,7 +189,8 @@ class DualEncoder(nn.Module):
         "Caption embeddings in the shared space."
         if self.training and self.text_cache is not None: return F.normalize(self.text_head(self.text_cache(self.text_encoder, list(captions))), dim=-1)
         tokens = {k: v.to(self.device) for k, v in self.text_encoder.tokenize(list(captions)).items()}
-        return F.normalize(self.text_head(self.text_encoder(tokens)), dim=-1)
+        with self.inference_autocast(): e = F.normalize(self.text_head(self.text_encoder(tokens)), dim=-1)
+        return e if self.training else e.float()
 
     def forward(self, batch: dict, # wav (B, S) float, valid (B,) long, captions list[str], audio_index (B,) long
                ) -> tuple[Tensor, Tensor]: # audio (B, E), text (B, E) embeddings

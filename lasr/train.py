@@ -11,15 +11,15 @@ import numpy as np
 import torch
 from torch import nn, Tensor
 
-from .core import (Config, LasrError, save_config, load_config, to_dict, live_progress,
+from .core import (Config, LasrError, save_config, load_config, to_dict, live_progress, keep_freed_memory,
                        from_dict, seed_everything, provenance)
 
 # %% auto #0
-__all__ = ['lr_at', 'lr_lambda', 'save_checkpoint', 'weights_sha256', 'strip_prefixes', 'load_checkpoint', 'load_state_into',
-           'gather_rows', 'first_rows', 'unique_split', 'embed_batch', 'split_metrics', 'RetrievalModule',
-           'BestCheckpoint', 'RngState', 'process_rank', 'data_fingerprint', 'cpu_has_fast_bf16', 'EpochLog', 'train',
-           'lasr_command', 'run_lasr', 'resolve_device', 'load_model', 'embed_audio', 'embed_text', 'recall_curve',
-           'plot_recall', 'evaluate']
+__all__ = ['BF16_MAX_DELTA', 'lr_at', 'lr_lambda', 'save_checkpoint', 'weights_sha256', 'strip_prefixes', 'load_checkpoint',
+           'load_state_into', 'gather_rows', 'first_rows', 'unique_split', 'embed_batch', 'split_metrics',
+           'RetrievalModule', 'BestCheckpoint', 'RngState', 'process_rank', 'data_fingerprint', 'cpu_has_fast_bf16',
+           'EpochLog', 'train', 'lasr_command', 'run_lasr', 'resolve_device', 'inference_precision', 'load_model',
+           'embed_audio', 'embed_text', 'recall_curve', 'plot_recall', 'evaluate']
 
 # %% ../nbs/07_train.ipynb #27a18d77
 def lr_at(step: int,            # optimiser steps taken so far (0-based)
@@ -448,6 +448,7 @@ def train(cfg: Config,                 # the run's config
                "files that lasr train did not write"
         raise LasrError(f"--out {out} is not empty and holds {what}: {', '.join(names[:5])}"
                         f"{f' and {len(names) - 5} more' if len(names) > 5 else ''}; choose a new or empty folder")
+    keep_freed_memory()   # about 2x faster steps on CPU (00_core); memory stays at its peak
     # a process-wide setting: restored afterwards, so that training leaves no global state behind
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(cfg.run.matmul_precision)
@@ -515,8 +516,22 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise LasrError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
     return dev
 
+# bf16 embeddings on the demo's full system moved its retrieval metrics by at most BF16_MAX_DELTA points (x100)
+# against float32 (reports/demo/bf16_check.json); within the 0.5 allowed, "auto" picks bf16 where the CPU has it
+BF16_MAX_DELTA = None
+
+def inference_precision(precision: str = "auto", # auto | 32 | bf16
+                        device: str | torch.device = "cpu",
+                       ) -> str: # "32" or "bf16"
+    "Precision of embedding: auto = bf16 on a CPU with bf16 instructions (checked within 0.5 points of fp32), else 32."
+    if precision not in ("auto", "32", "bf16"): raise LasrError(f"precision must be auto, 32 or bf16, got {precision!r}")
+    if precision != "auto": return precision
+    ok = BF16_MAX_DELTA is not None and BF16_MAX_DELTA <= 0.5
+    return "bf16" if torch.device(device).type == "cpu" and ok and cpu_has_fast_bf16() else "32"
+
 def load_model(run: str | Path,            # run folder (uses best.safetensors) or a checkpoint path
-               device: str | torch.device | None = "auto"): # auto: the GPU when there is one, else the CPU
+               device: str | torch.device | None = "auto", # auto: the GPU when there is one, else the CPU
+               precision: str = "auto"):   # of embedding: auto (bf16 on a CPU with bf16 instructions) | 32 | bf16
     "The trained dual encoder of a run, in eval mode, with its config as `.cfg` and sidecar as `.info`."
     from lasr.model import create_model
     path = _resolve_checkpoint(run)
@@ -526,7 +541,9 @@ def load_model(run: str | Path,            # run folder (uses best.safetensors) 
     model = create_model(cfg, load_weights=False)
     load_state_into(model, state, info, source=str(path))
     model.cfg, model.info = cfg, info
-    return model.to(resolve_device(device)).eval()
+    dev = resolve_device(device)
+    model.precision = inference_precision(precision, dev)
+    return model.to(dev).eval()
 
 @torch.no_grad()
 def embed_audio(model,                       # from `load_model`
@@ -611,12 +628,14 @@ def evaluate(run: str | Path,                  # run folder (or checkpoint)
              progress: bool = True,
              device: str | torch.device | None = "auto", # auto: the GPU when there is one, else the CPU
              ci: bool = False,                 # add "ci": {metric: [low, high]}, 95% clip bootstrap (1000 resamples, seed 0)
+             precision: str = "auto",          # of embedding: auto (bf16 on a CPU with bf16 instructions) | 32 | bf16
             ) -> dict:
     "Evaluate a trained run on a split; returns the metrics dict."
     from lasr.data import RetrievalDataModule
     from lasr.metrics import query_values, summarize, bootstrap_ci, relevance_matrix, write_predictions, read_relevance_csv
     run = Path(run)
-    model = load_model(run, device)
+    keep_freed_memory()
+    model = load_model(run, device, precision)
     cfg = model.cfg
     dm = RetrievalDataModule(cfg, data_root, progress=progress)
     sp, ds = dm.eval_split(split)
@@ -626,7 +645,7 @@ def evaluate(run: str | Path,                  # run folder (or checkpoint)
     from lasr.data import fingerprint
     audio_key = fingerprint(sp.audio_paths, cfg.audio.sample_rate, cfg.audio.max_seconds)
     key = hashlib.sha1(f"{model.info['sha256']}{json.dumps(to_dict(cfg), sort_keys=True)}{data_fingerprint(sp)}"
-                       f"{audio_key}".encode()).hexdigest()[:16]
+                       f"{audio_key}{'' if model.precision == '32' else model.precision}".encode()).hexdigest()[:16]
     audio, text = _embeddings(model, sp, cfg, run_dir / "embeddings" / f"{split}-{key}.h5", progress, ds)
     queries, targets = sp.queries()
     targets = np.asarray(targets)
@@ -644,7 +663,7 @@ def evaluate(run: str | Path,                  # run folder (or checkpoint)
     info = model.info
     full = {**result, "split": split, "chance_mAP@10": chance_map_at_k(sim.shape[1], 10),
             "trained_on": info.get("train_corpora"), "data_fingerprint": info.get("data_fingerprint"),
-            "checkpoint_epoch": info.get("epoch"), **provenance(cfg)}
+            "checkpoint_epoch": info.get("epoch"), "inference_precision": model.precision, **provenance(cfg)}
     (run_dir / f"evaluation-{split}.json").write_text(json.dumps(full, indent=2) + "\n")
     fig = Path(figure) if figure else run_dir / f"recall-{split}.png"
     plot_recall(recall_curve(sim, targets), fig,

@@ -15,15 +15,20 @@ def test_bench_quick(tmp_path):
               "train_paper_s_per_step", "train_full_hop5_s_per_step", "train_baseline_hop10_s_per_step",
               "data_decode_ms_per_clip", "data_cached_ms_per_clip", "metrics_s", "bootstrap_s"):
         assert f[k] > 0, k
-    assert any(k.startswith("search_") and k.endswith("_build_s") for k in f)
+    n = int(f["search_largest_n"])
+    for kind in ("exact", "approx"):
+        assert 0 < f[f"search_{n}_{kind}_p50_ms"] <= f[f"search_{n}_{kind}_p99_ms"], kind
+    assert 0 <= f[f"search_{n}_approx_recall@10"] <= 1
+    assert f["index_build_s"] > 0 and f["index_forward_s"] > 0 and f["index_windows"] >= f["index_files"] > 0
     names = {t["name"] for t in b["targets"]}
     assert {"embedding_fp32_vs_ceiling", "embedding_vs_direct", "evaluation_overhead", "partial_vs_full_time",
-            "partial_vs_full_memory", "cached_vs_decode"} <= names
+            "partial_vs_full_memory", "cached_vs_decode", "index_vs_forward", "search_approx_p50",
+            "search_approx_recall", "search_exact_memory"} <= names
     ops = {"<=": operator.le, ">=": operator.ge}
     for t in b["targets"]:
         assert {"name", "target", "measured", "met"} <= set(t)
         num, den = t["ratio"]
-        ratio = f[num] / max(f[den], 1e-12) * t["scale"]
+        ratio = f[num] / max(f[den] if isinstance(den, str) else den, 1e-12) * t["scale"]
         assert abs(t["measured"] - ratio) <= 1e-4 * max(1.0, abs(ratio)), t
         assert t["met"] == ops[t["op"]](ratio, t["threshold"]), t
         assert t["met"] or "limit" in t
