@@ -92,11 +92,7 @@ def passt_forward(encoder: str = "passt", # audio encoder registry name (a PaSST
                   bf16: bool = False, # also time bf16 autocast (only sensible on CPUs with bf16 instructions)
                  ) -> dict: # figure name -> value
     "Windows/s and achieved GFLOP/s of PaSST through `lasr` and through hear21passt's model called directly."
-    import copy
-    from hear21passt.models.passt import Attention
     enc = _encoder(encoder)
-    net = copy.deepcopy(enc.net)   # hear21passt's model as it comes: its own attention, the same weights
-    for blk in net.blocks: blk.attn.__class__ = Attention
     flops = passt_window_flops(enc)
     out = {"passt_gflop_per_window": flops / 1e9}
     modes = [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)] if bf16 else [])
@@ -108,7 +104,7 @@ def passt_forward(encoder: str = "passt", # audio encoder registry name (a PaSST
             def ours():
                 with ctx(): enc(features=mel)
             def direct():   # hear21passt's own forward: (N, 1, mels, frames) -> (logits, features)
-                with ctx(): net(mel.unsqueeze(1))
+                with ctx(): enc.net(mel.unsqueeze(1))
             for name, fn in (("lasr", ours), ("direct", direct)):
                 s = timed(fn, repeats)
                 out[f"passt_{name}_{tag}_b{b}_windows_per_s"] = b / s
@@ -216,6 +212,7 @@ def metric_figures(n_queries: int = 5225, n_items: int = 1045, resamples: int = 
 # %% ../nbs/10_bench.ipynb #b024e14a
 def eval_figures(preset: str = "demo", # model preset (random audio weights)
                  n_eval: int = 24, # evaluation clips of the embedded corpus
+                 repeats: int = 3, # timed calls of each (median)
                 ) -> dict:
     "`lasr evaluate` wall time against the pure forward (audio and text) on the same clips, waveform cache warm."
     import shutil
@@ -231,9 +228,10 @@ def eval_figures(preset: str = "demo", # model preset (random audio weights)
         torch.manual_seed(0)
         save_checkpoint(create_model(cfg), d / "run" / "best", cfg)
         evaluate(d / "run", root, progress=False, device="cpu")     # builds the waveform cache: not timed
-        shutil.rmtree(d / "run" / "embeddings")                      # otherwise the next call reads the embeddings back
-        t0 = time.perf_counter(); evaluate(d / "run", root, progress=False, device="cpu")
-        wall = time.perf_counter() - t0
+        def wall_once():
+            shutil.rmtree(d / "run" / "embeddings")                  # otherwise the call reads the embeddings back
+            evaluate(d / "run", root, progress=False, device="cpu")
+        wall = timed(wall_once, repeats, warmup=0)
         model = load_model(d / "run", "cpu")
         sp, ds = RetrievalDataModule(model.cfg, root, progress=False).eval_split()
         batches = [collate([ds[i] for i in range(s, min(s + model.cfg.run.embed_batch_size, len(ds)))])
@@ -243,7 +241,7 @@ def eval_figures(preset: str = "demo", # model preset (random audio weights)
             with torch.no_grad():
                 for b in batches: model.embed_audio(b["wav"], b["valid"])
                 embed_text(model, queries)
-        fwd = timed(forward, 1, warmup=0)
+        fwd = timed(forward, repeats, warmup=0)
     return {"eval_wall_s": wall, "eval_forward_s": fwd, "eval_clips": len(ds), "eval_queries": len(queries)}
 
 # %% ../nbs/10_bench.ipynb #b026e14a
@@ -318,6 +316,7 @@ def index_figures(preset: str = "demo", # model preset (random weights, pretrain
                   seconds: float = 20.0, # length of each, s
                   sample_rate: int = 44100, # their rate (the model's is resampled to)
                   batch_windows: int = 32, # windows per encoder call, as `lasr index` defaults
+                  repeats: int = 3, # timed builds and forwards (median)
                  ) -> dict:
     "`lasr.index.build_index` wall time against the pure forward (encoder + pooling) on the same windows."
     import soundfile as sf
@@ -336,8 +335,8 @@ def index_figures(preset: str = "demo", # model preset (random weights, pretrain
             x = 0.1 * np.sin(2 * np.pi * (100 + 50 * i) * t) + 0.02 * rng.standard_normal(len(t))
             sf.write(d / "lib" / f"{i:03d}.flac", x.astype(np.float32), sample_rate)
         build_index(d / "lib", model, d / "warm", batch_windows=batch_windows)   # warm-up: lazy init, file cache
-        t0 = time.perf_counter(); build_index(d / "lib", model, d / "idx", batch_windows=batch_windows)
-        build = time.perf_counter() - t0
+        n = iter(range(repeats))
+        build = timed(lambda: build_index(d / "lib", model, d / f"idx{next(n)}", batch_windows=batch_windows), repeats, 0)
         a = model.cfg.audio
         cuts = [cut_windows(w, file_windows(len(w), a)) for w in
                 (decode(d / "lib" / p, a.sample_rate) for p in list_audio(d / "lib"))]
@@ -346,7 +345,7 @@ def index_figures(preset: str = "demo", # model preset (random weights, pretrain
             with torch.no_grad():
                 z = torch.cat([model.audio_encoder(x[s:s + batch_windows]) for s in range(0, len(x), batch_windows)])
                 for zi in torch.split(z, per_file): pool_file(model, zi)
-        fwd = timed(forward, 1, warmup=0)
+        fwd = timed(forward, repeats, warmup=0)
     return {"index_build_s": build, "index_forward_s": fwd, "index_files": n_files, "index_windows": len(x),
             "index_audio_hours_per_s": n_files * seconds / 3600 / build}
 
@@ -435,7 +434,9 @@ _LIMITS = {
         "the 500 x 500 scores and runs softmax and layer norms outside the matrix units; the model is not changed here",
     "embedding_bf16_vs_ceiling": "the same shapes as in fp32; bf16 autocast adds casts around every linear layer",
     "embedding_vs_direct": "both run the same blocks on the same mel (lasr skips only the classifier heads), so a gap "
-        "is the noise of a machine shared with other jobs, not lasr's code; compare both batch sizes and rerun on a quiet machine",
+        "is noise, not lasr's code. Tried: torch's fused scaled_dot_product_attention in place of hear21passt's "
+        "attention: 1.7x faster evaluation while freed memory was returned to the OS, 6% slower once it is kept (the "
+        "default), so lasr runs hear21passt's blocks as they are",
     "evaluation_overhead": "fixed costs besides the forward (loading the model, reading and validating the split, "
         "metrics, the recall figure) weigh most on a small split",
     "partial_vs_full_time": "the frozen blocks 0-7 still run forward on every window; only their backward is saved",
@@ -517,13 +518,14 @@ def measure(s: dict, # sizes: `FULL` or `QUICK`
     f["ceiling_copy_gbps"] = copy_gbps(s["copy_mb"], s["repeats"] + 2)
     _log(progress, "PaSST forward"); f["passt_batch"] = max(s["batches"])
     f.update(passt_forward(s["encoder"], s["batches"], s["repeats"], bf16=fast))
-    _log(progress, "evaluation overhead"); f.update(eval_figures(s["eval_preset"], s["n_eval"]))
+    _log(progress, "evaluation overhead"); f.update(eval_figures(s["eval_preset"], s["n_eval"], s["repeats"]))
     _log(progress, "training steps")
     f.update(train_figures(s["train_encoder"], s["train_clips"], s["train_seconds"], fresh=s["fresh"]))
     _log(progress, "data"); f.update(data_figures(s["data_clips"], s["data_seconds"], s["repeats"]))
     nq, ni, nb = s["metrics"]; f.update(metric_figures(nq, ni, nb)); f["bootstrap_resamples"] = nb
     _log(progress, "search"); f.update(search_figures(s["search_sizes"], s["search_dim"], fresh=s["fresh"]))
-    _log(progress, "index build"); f.update(index_figures(s["eval_preset"], s["index_files"], s["index_seconds"]))
+    _log(progress, "index build"); f.update(index_figures(s["eval_preset"], s["index_files"], s["index_seconds"],
+                                                                 repeats=s["repeats"]))
     return {k: float(v) for k, v in f.items()}
 
 # %% ../nbs/10_bench.ipynb #b036e14a
@@ -547,6 +549,10 @@ def render_markdown(r: dict) -> str:
     out += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
     return "\n".join(out)
 
+def _bf16_delta() -> float:
+    from lasr.train import BF16_MAX_DELTA
+    return BF16_MAX_DELTA
+
 def _notes(s: dict, gpu: dict | None, machine: dict) -> list[str]:
     n = [f"Sizes: PaSST `{s['encoder']}` with random weights, batches {list(s['batches'])} of 10 s windows; evaluation on the "
          f"embedded corpus ({s['n_eval']} clips, preset `{s['eval_preset']}`); training steps of the audio side "
@@ -554,17 +560,20 @@ def _notes(s: dict, gpu: dict | None, machine: dict) -> list[str]:
          f"{s['train_seconds']:g} s per step, each configuration {'in a fresh process' if s['fresh'] else 'in this process'}; memory = peak RSS growth during the "
          f"steps); the text encoder is left out because it is trained alike in both configurations.",
          f"Search: `lasr.index.vector_index` with its defaults on clustered random unit vectors of size {s['search_dim']} "
-         f"(n/100 centres), each size built exact (IndexFlatIP) and approximate (IndexIVFFlat, about sqrt(n) lists, 1/16 "
+         f"(n/100 centres), each size built exact (IndexFlatIP) and approximate (IndexIVFFlat, about 4 sqrt(n) lists, 1/128 "
          f"scanned); latency is one query at a time; memory is resident-memory growth (each index built in a fresh process) over the raw float32 vectors; "
          f"recall@10 is against exact search. Index build: `lasr index` on {s['index_files']} generated 44.1 kHz FLAC files "
          f"of {s['index_seconds']:g} s with the `{s['eval_preset']}` model (random audio weights) against its pure forward on the "
          f"same windows.",
          "Timings are only as quiet as the machine: another job on a 2-core machine can halve any figure, and "
          "`bench_wall_s` (the whole benchmark; the goal is under 10 minutes) grows with the load.",
-         f"Evaluation and indexing run in fp32 on this CPU: bf16 PaSST is "
-         + ("measured above (this CPU has hardware bf16)." if machine["fast_bf16"] else
-            "not measured here, since this CPU has no AVX512-BF16/AMX and bf16 is emulated (the bf16 matmul ceiling above "
-            "shows by how much); the bf16 default and its 0.5-point metric check need a CPU with bf16 instructions.")]
+         "Embedding precision: on a CPU with bf16 instructions `evaluate`, `index`, `search` and `embed` would default to "
+         "bf16 autocast (`lasr.train.inference_precision`) if bf16 moved the demo's full system's metrics by at most 0.5 "
+         f"points against float32; it moved them by up to {_bf16_delta()} (`reports/bf16_check.json`, `precision_check`), "
+         "so float32 stays the default. "
+         + ("This CPU has them: bf16 PaSST is measured above." if machine["fast_bf16"] else
+            "This CPU has none (bf16 is emulated: see the bf16 matmul ceiling above), so everything here runs in float32 "
+            "and the bf16 speed figures need another machine.")]
     n.append("GPU: " + (f"figures above from `lasr bench --gpu` on {machine['gpu']}." if gpu else
                         "no GPU on this machine: `lasr bench --gpu` (paper and baseline-like configurations, batch 64, bf16 "
                         "mixed precision) was not run; run it where a CUDA card is at hand."))

@@ -161,8 +161,8 @@ def _add_train(sub):
     p.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch, as in a log file")
     p.set_defaults(func=cmd_train)
 
-_FP32_HELP = ("embed in float32 even on a CPU with bf16 instructions, where bf16 autocast is the default "
-              "(about twice as fast, metrics within 0.5 points)")
+_FP32_HELP = ("embed in float32 even where the default would be bf16 autocast (a CPU with bf16 instructions, if "
+              "bf16 kept the demo's metrics within 0.5 points; it did not, so float32 is the default everywhere)")
 
 def _precision(args) -> str: return "32" if getattr(args, "fp32", False) else "auto"
 

@@ -20,9 +20,9 @@ from .audio import MelFrontend, SpecMask, window_samples, n_frames
 
 # %% auto #0
 __all__ = ['AUDIO_ENCODERS', 'TEXT_ENCODERS', 'hf_folder', 'quiet_transformers', 'torch_hub_file', 'AudioSpec', 'AudioEncoder',
-           'FusedAttention', 'PaSSTEncoder', 'ClapMel', 'ClapEncoder', 'WhisperMel', 'WhisperEncoder',
-           'Data2VecEncoder', 'audio_defaults', 'build_audio_encoder', 'TextSpec', 'text_folder', 'load_tokenizer',
-           'masked_mean', 'TextEncoder', 'build_text_encoder']
+           'PaSSTEncoder', 'ClapMel', 'ClapEncoder', 'WhisperMel', 'WhisperEncoder', 'Data2VecEncoder',
+           'audio_defaults', 'build_audio_encoder', 'TextSpec', 'text_folder', 'load_tokenizer', 'masked_mean',
+           'TextEncoder', 'build_text_encoder']
 
 # %% ../nbs/04_encoders.ipynb #d2830d18
 def hf_folder(hub_id: str, # Hugging Face model id, e.g. "roberta-large"
@@ -158,18 +158,7 @@ class _LinspaceOnCPU(torch.overrides.TorchFunctionMode):
         if func is torch.linspace: kwargs["device"] = "cpu"
         return func(*args, **kwargs)
 
-class FusedAttention(nn.Module):
-    "hear21passt's `Attention` (same submodules and weights) through torch's fused `scaled_dot_product_attention`."
-    def forward(self, x: Tensor, # (N, tokens, dim)
-               ) -> Tensor: # (N, tokens, dim)
-        B, N, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        # the same softmax(q k^T / sqrt(d)) v, without materialising the (tokens x tokens) scores per head
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
-
 class PaSSTEncoder(AudioEncoder):
-
     "PaSST on PaSST mel windows; window embedding = mean of CLS and distillation tokens after the final norm."
     def __init__(self, spec: AudioSpec, cfg: AudioConfig, load_weights: bool = True):
         super().__init__()
@@ -190,7 +179,6 @@ class PaSSTEncoder(AudioEncoder):
         else:
             with _LinspaceOnCPU(): self.net = hp.PaSST(patch_size=16, num_classes=a["n_classes"], embed_dim=a["embed_dim"], depth=a["depth"],
                                                num_heads=a["num_heads"], distilled=True, **kw)
-        for blk in self.net.blocks: blk.attn.__class__ = FusedAttention   # same state dict, faster attention
         self.dim = self.net.embed_dim
         self.pretrained = False
         if cfg.pretrained and load_weights:
