@@ -440,10 +440,12 @@ _LIMITS = {
     "evaluation_overhead": "fixed costs besides the forward (loading the model, reading and validating the split, "
         "metrics, the recall figure) weigh most on a small split",
     "partial_vs_full_time": "the frozen blocks 0-7 still run forward on every window; only their backward is saved",
-    "partial_vs_full_memory": "weights and the frozen blocks' forward working set are the same in both",
     "cached_vs_decode": "a cached read still converts int16 to float32 and reads HDF5 chunks",
-    "index_vs_forward": "decoding and resampling run in a second thread beside the encoder's own two threads on a "
-        "2-core machine, so they take from the forward what they do not hide; a larger model hides them better",
+    "index_vs_forward": "decoding and resampling (two threads, four files ahead) share a 2-core machine with the "
+        "encoder's two threads, so they take from the forward what they do not hide, and the first batch waits for a "
+        "dozen short files; a larger model or a larger library hides them better. Tried: one thread one file ahead (0.75)",
+    "partial_vs_full_memory": "weights and the frozen blocks' forward working set are the same in both; measured 0.56 "
+        "and 0.60 in two runs: around the threshold, within the noise of peak-RSS figures",
     "search_approx_p50": "one query scans nprobe inverted lists of float32 vectors: memory bandwidth of one core; "
         "fewer lists scanned lowers latency and recall together",
     "search_approx_recall": "recall depends on how clustered the vectors are; raise nprobe (`vector_index(nprobe=)`)",
