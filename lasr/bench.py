@@ -357,7 +357,7 @@ def precision_check(run: str | Path, # a trained run folder (the demo study's fu
                    ) -> dict: # {"float32": metrics, "bf16": metrics, "max_delta_points": float, ...}
     "A run's retrieval metrics embedded in float32 and under bf16 autocast, and their largest difference (x100)."
     import shutil
-    from lasr.train import evaluate
+    from lasr.train import evaluate, BF16_ALLOWED_POINTS
     keys = ("R@1", "R@5", "R@10", "mAP@10", "mAP@16")
     with tempfile.TemporaryDirectory() as d:
         copy = Path(d) / "run"
@@ -368,7 +368,7 @@ def precision_check(run: str | Path, # a trained run folder (the demo study's fu
             r = evaluate(copy, data_root, split, progress=False, device="cpu", precision=p)
             m[name] = {**{k: r[k] for k in keys}, "seconds": round(time.perf_counter() - t0, 2)}
     delta = max(abs(m["float32"][k] - m["bf16"][k]) * 100 for k in keys)
-    res = {**m, "max_delta_points": round(delta, 4), "allowed_points": 0.5, "split": split, "n_queries": r["n_queries"],
+    res = {**m, "max_delta_points": round(delta, 4), "allowed_points": BF16_ALLOWED_POINTS, "split": split, "n_queries": r["n_queries"],
            "n_items": r["n_items"], "cpu": cpu_name(), "fast_bf16": machine_info()["fast_bf16"],
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if out is not None:
@@ -551,11 +551,8 @@ def render_markdown(r: dict) -> str:
     out += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
     return "\n".join(out)
 
-def _bf16_delta() -> float:
-    from lasr.train import BF16_MAX_DELTA
-    return BF16_MAX_DELTA
-
 def _notes(s: dict, gpu: dict | None, machine: dict) -> list[str]:
+    from lasr.train import BF16_MAX_DELTA, BF16_ALLOWED_POINTS
     n = [f"Sizes: PaSST `{s['encoder']}` with random weights, batches {list(s['batches'])} of 10 s windows; evaluation on the "
          f"embedded corpus ({s['n_eval']} clips, preset `{s['eval_preset']}`); training steps of the audio side "
          f"(`{s['train_encoder']}`, encoder + pooling + head + loss + AdamW, {s['train_clips']} clip(s) of "
@@ -570,8 +567,8 @@ def _notes(s: dict, gpu: dict | None, machine: dict) -> list[str]:
          "Timings are only as quiet as the machine: another job on a 2-core machine can halve any figure, and "
          "`bench_wall_s` (the whole benchmark; the goal is under 10 minutes) grows with the load.",
          "Embedding precision: on a CPU with bf16 instructions `evaluate`, `index`, `search` and `embed` would default to "
-         "bf16 autocast (`lasr.train.inference_precision`) if bf16 moved the demo's full system's metrics by at most 0.5 "
-         f"points against float32; it moved them by up to {_bf16_delta()} (`reports/bf16_check.json`, `precision_check`), "
+         "bf16 autocast (`lasr.train.inference_precision`) if bf16 moved the demo's full system's metrics by at most "
+         f"{BF16_ALLOWED_POINTS} points against float32; it moved them by up to {BF16_MAX_DELTA} (`reports/bf16_check.json`, `precision_check`), "
          "so float32 stays the default. "
          + ("This CPU has them: bf16 PaSST is measured above." if machine["fast_bf16"] else
             "This CPU has none (bf16 is emulated: see the bf16 matmul ceiling above), so everything here runs in float32 "

@@ -18,10 +18,10 @@ __all__ = ['ABLATIONS', 'BASELINE_LIKE', 'FULL', 'PAPER_TABLE1', 'DEMO_TABLE1', 
            'DEMO_STAGE1_RUN', 'DEMO_STAGE2_RUN', 'SMOKE_RUN', 'RUN_NOTEBOOK', 'DONE', 'TABLE1_METRICS',
            'TABLE2_METRICS', 'MULTI', 'PUBLISHED_TABLE1', 'PUBLISHED_TABLE2', 'CORPORA', 'TABLES', 'OUTPUTS', 'Cell',
            'table1_cells', 'stage1_cell', 'table2_cells', 'select', 'cell_config', 'corpus_fingerprint', 'run_id',
-           'one_process', 'run_done', 'execute_run', 'run_cell', 'x100', 'with_ci', 'read_run', 'results_frame',
-           'display_frame', 'paired_differences', 'display_differences', 'markdown', 'published_table1', 'plot_table1',
-           'plot_table2', 'corpus_roots', 'corpus_label', 'ensure_corpus', 'run_cells', 'made_by_reproduce',
-           'check_dest', 'preflight', 'reproduce']
+           'one_process', 'run_done', 'execute_run', 'run_cell', 'x100', 'with_ci', 'read_run', 'training_precision',
+           'results_frame', 'display_frame', 'paired_differences', 'display_differences', 'markdown',
+           'published_table1', 'plot_table1', 'plot_table2', 'corpus_roots', 'corpus_label', 'ensure_corpus',
+           'run_cells', 'made_by_reproduce', 'check_dest', 'preflight', 'reproduce']
 
 # %% ../nbs/11_study.ipynb #1f44de4e
 @dataclass(frozen=True)
@@ -58,7 +58,6 @@ PAPER_TABLE1 = [("whisper-base", t) for t in ("all-mpnet-base-v2", "gtr-t5-large
 # the demo's: every audio family, small and random, x a pretrained (frozen) and a random (trained) text encoder
 DEMO_TABLE1 = [(a, t) for a in ("passt-small", "clap-htsat-small", "whisper-mini", "data2vec-audio-small")
                for t in ("all-minilm-l6-v2", "bert-tiny")]
-SMOKE_TABLE1 = [("passt-tiny", "bert-tiny"), ("whisper-tiny-random", "bert-tiny")]
 SMOKE_TABLE1 = [("passt-tiny", "bert-tiny"), ("data2vec-audio-tiny", "bert-tiny")]
 TABLE1_GRIDS = {"paper": PAPER_TABLE1, "demo": DEMO_TABLE1, "smoke": SMOKE_TABLE1}
 
@@ -241,6 +240,10 @@ def read_run(run_dir: Path) -> dict:
     "A finished run's result.json (metrics with intervals, training summary, provenance)."
     if not run_done(run_dir): raise LasrError(f"{run_dir} holds no finished run ({DONE} is missing)")
     return json.loads((Path(run_dir) / DONE).read_text())
+
+def training_precision(dirs: list[Path]) -> str:
+    "How the runs trained (Lightning's precision: 32-true, or bf16-mixed on a CPU with bf16 instructions); several joined."
+    return ", ".join(sorted({read_run(d)["train"].get("precision", "not recorded") for d in dirs}))
 
 def results_frame(cells: list[Cell], dirs: list[Path], metrics: tuple[str, ...]) -> pd.DataFrame:
     "One row per cell: its metrics (fractions), their intervals, chance and the run it came from."

@@ -1,5 +1,5 @@
 "End-to-end training and evaluation on a tiny generated corpus with the smoke preset."
-import ast, json, shutil, subprocess, sys
+import ast, json, os, shutil, signal, subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd
 import pytest, lightning as L
@@ -29,6 +29,7 @@ def by_step(out: Path, column: str = "lr") -> dict[int, float]:
     "A logged value per optimiser step from every CSV log of a run (later logs win)."
     got = {}
     for f in sorted((out/"logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])):
+        if not f.stat().st_size: continue   # a start killed before its logger's first write
         df = pd.read_csv(f)
         for s, v in df.dropna(subset=[column])[["step", column]].itertuples(index=False): got[int(s)] = float(v)
     return got
@@ -97,6 +98,20 @@ def test_resume_continues_the_same_schedule(corpus, run, tmp_path):
     assert [lb[k] for k in sorted(lb)] == [la[k] for k in sorted(la)]
     assert json.loads((out/"last.json").read_text())["sha256"] == json.loads((run/"last.json").read_text())["sha256"]
     assert json.loads((out/"best.json").read_text())["metrics"] == json.loads((run/"best.json").read_text())["metrics"]
+
+class LoseCtrlC(L.Callback):
+    "Ctrl-C that lands in a finaliser at the end of epoch 1, where Python prints the KeyboardInterrupt and drops it."
+    def on_train_epoch_end(self, trainer, module):
+        class Finaliser:
+            def __del__(self): os.kill(os.getpid(), signal.SIGINT)
+        Finaliser()
+
+def test_ctrl_c_dropped_in_a_finaliser_still_stops_training(corpus, tmp_path):
+    out = tmp_path/"run"
+    with pytest.raises(KeyboardInterrupt):
+        train(get_preset("smoke", "optim.epochs=4"), corpus, out, progress=False, callbacks=[LoseCtrlC()])
+    assert not (out/"train.json").exists()                     # it stopped in epoch 2, not at the end
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # Ctrl-C works again afterwards
 
 def test_resume_from_a_corrupt_lightning_checkpoint_is_a_clear_error(corpus, run, tmp_path):
     broken = tmp_path/"broken"; shutil.copytree(run, broken, ignore=shutil.ignore_patterns("embeddings"))
