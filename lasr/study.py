@@ -149,8 +149,15 @@ def run_id(cfg: Config,       # the run's config (its run.init_from is replaced 
            init: str = "",    # run id of the run it starts from ("" = none)
           ) -> str:
     "Folder name of a run: a hash of everything that decides its numbers, so equal cells share one run."
-    d = to_dict(replace(cfg, run=replace(cfg.run, init_from="")))
-    text = json.dumps({"config": d, "data": fingerprint, "init": init}, sort_keys=True)
+    from dataclasses import asdict
+    from lasr.encoders import AUDIO_ENCODERS, TEXT_ENCODERS
+    from lasr.train import resolved_precision
+    # the precision it trains in here (auto differs between CPUs), and the registry entries of its encoders:
+    # their architectures live in code, so a changed entry must not reuse a run of the old one
+    d = to_dict(replace(cfg, run=replace(cfg.run, init_from="", precision=resolved_precision(cfg))))
+    spec = lambda reg, n: {k: v for k, v in asdict(reg[n]).items() if k != "description"} if n in reg else n
+    specs = [spec(AUDIO_ENCODERS, cfg.audio.encoder), spec(TEXT_ENCODERS, cfg.text.encoder), spec(TEXT_ENCODERS, cfg.text.tokenizer)]
+    text = json.dumps({"config": d, "data": fingerprint, "init": init, "encoders": specs}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 # %% ../nbs/11_study.ipynb #0389959e
@@ -159,7 +166,7 @@ DONE = "result.json"   # written by the run notebook's last cell: its presence m
 
 def one_process(cfg: Config) -> bool:
     "Whether a run of `cfg` trains in one process here (no DDP), so that a notebook kernel can train it itself."
-    from lasr.train import _trainer_kwargs
+    from lasr.train import _trainer_kwargs   # devices and strategy as the trainer will get them
     k = _trainer_kwargs(cfg)
     return k["devices"] in (1, "1") and k["strategy"] == "auto"
 

@@ -18,8 +18,9 @@ from .core import (Config, LasrError, save_config, load_config, to_dict, live_pr
 __all__ = ['BF16_MAX_DELTA', 'BF16_ALLOWED_POINTS', 'lr_at', 'lr_lambda', 'save_checkpoint', 'weights_sha256', 'strip_prefixes',
            'load_checkpoint', 'load_state_into', 'gather_rows', 'first_rows', 'unique_split', 'embed_batch',
            'split_metrics', 'RetrievalModule', 'BestCheckpoint', 'RngState', 'FlushLogs', 'CtrlC', 'process_rank',
-           'data_fingerprint', 'cpu_has_fast_bf16', 'EpochLog', 'train', 'lasr_command', 'run_lasr', 'resolve_device',
-           'inference_precision', 'load_model', 'embed_audio', 'embed_text', 'recall_curve', 'plot_recall', 'evaluate']
+           'data_fingerprint', 'cpu_has_fast_bf16', 'resolved_precision', 'EpochLog', 'train', 'lasr_command',
+           'run_lasr', 'resolve_device', 'inference_precision', 'load_model', 'embed_audio', 'embed_text',
+           'recall_curve', 'plot_recall', 'evaluate']
 
 # %% ../nbs/07_train.ipynb #27a18d77
 def lr_at(step: int,            # optimiser steps taken so far (0-based)
@@ -332,16 +333,22 @@ def cpu_has_fast_bf16() -> bool:
     "Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 autocast is emulated and slow."
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
+def resolved_precision(cfg: Config) -> str:
+    "Lightning's precision that a run of `cfg` trains in on this machine (run.precision auto: bf16-mixed where it is fast)."
+    r = cfg.run
+    gpu = torch.cuda.is_available() and r.accelerator in ("auto", "gpu", "cuda")
+    precision = r.precision if r.precision != "auto" else ("bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else
+                                                           "16-mixed" if gpu else
+                                                           "bf16-mixed" if cpu_has_fast_bf16() else "32-true")
+    return "32-true" if precision == "32" else precision
+
 def _trainer_kwargs(cfg: Config) -> dict:
     "accelerator / devices / precision / strategy from the run config (the paper's GPU settings: nbs/index.ipynb#the-system)."
     r = cfg.run
     gpu = torch.cuda.is_available() and r.accelerator in ("auto", "gpu", "cuda")
     n = torch.cuda.device_count() if gpu and r.devices == "auto" else (len(r.devices.split(",")) if "," in r.devices else
         (int(r.devices) if r.devices.isdigit() else 1))
-    precision = r.precision if r.precision != "auto" else ("bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else
-                                                           "16-mixed" if gpu else
-                                                           "bf16-mixed" if cpu_has_fast_bf16() else "32-true")
-    if precision == "32": precision = "32-true"
+    precision = resolved_precision(cfg)
     strategy = r.strategy if r.strategy != "auto" else ("ddp_find_unused_parameters_true" if gpu and n > 1 else "auto")
     devices = r.devices if r.devices != "auto" else (n if gpu else 1)
     if isinstance(devices, str) and devices.isdigit(): devices = int(devices)
