@@ -11,6 +11,7 @@ _saved: dict = {}
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "alone: needs most of the machine's memory; `make test` runs it after the others, not beside them")
     d = tempfile.mkdtemp(prefix="lasr-empty-caches-")
     _saved.update(dir=d, env={k: os.environ.get(k) for k in _CACHE_VARS})
     # subprocesses (the `lasr` command) inherit the variables; this process gets them before torch or

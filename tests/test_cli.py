@@ -110,7 +110,9 @@ def test_ctrl_c_stops_training_with_exit_130(small_corpus, tmp_path):
     out = tmp_path/"run"
     p = subprocess.Popen([str(LASR), "train", "--preset", "smoke", "--set", "optim.epochs=100", "--data-root",
                           str(small_corpus), "--out", str(out), "--quiet"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         # Ctrl-C as in a terminal: a background job or a test worker passes SIGINT on ignored
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while not (out/"lightning"/"last.ckpt").exists():   # one epoch is done: it is training

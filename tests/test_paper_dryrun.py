@@ -10,6 +10,9 @@ from lasr.core import flatten, get_preset, load_config, seed_everything
 from lasr.train import lr_at, load_checkpoint, weights_sha256
 from ddp_check import lasr, lr_by_step, validate_one_process
 
+# two real-size ranks keep about 11 GB each: `make test` runs this file after the others, not beside them
+pytestmark = pytest.mark.alone
+
 SR = 32000
 PER_PROCESS_BATCH, PROCESSES = 2, 2
 BF16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()

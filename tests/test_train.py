@@ -108,10 +108,13 @@ class LoseCtrlC(L.Callback):
 
 def test_ctrl_c_dropped_in_a_finaliser_still_stops_training(corpus, tmp_path):
     out = tmp_path/"run"
-    with pytest.raises(KeyboardInterrupt):
-        train(get_preset("smoke", "optim.epochs=4"), corpus, out, progress=False, callbacks=[LoseCtrlC()])
-    assert not (out/"train.json").exists()                     # it stopped in epoch 2, not at the end
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # Ctrl-C works again afterwards
+    runner = signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal (a test worker ignores it)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(get_preset("smoke", "optim.epochs=4"), corpus, out, progress=False, callbacks=[LoseCtrlC()])
+        assert not (out/"train.json").exists()                     # it stopped in epoch 2, not at the end
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # Ctrl-C works again afterwards
+    finally: signal.signal(signal.SIGINT, runner)
 
 def test_resume_from_a_corrupt_lightning_checkpoint_is_a_clear_error(corpus, run, tmp_path):
     broken = tmp_path/"broken"; shutil.copytree(run, broken, ignore=shutil.ignore_patterns("embeddings"))
