@@ -32,13 +32,13 @@ demo: install
 	$(BIN)/lasr reproduce --preset demo --out reports
 
 test: install
-	$(BIN)/python -m pytest -q tests/test_export.py
+	$(BIN)/python -m pytest -q --durations=20 tests/test_export.py
 	$(BIN)/nbdev_test --n_workers 2 --timing
 	# two workers, one test file each at a time: much of a test's time is process start-up, imports and
 	# subprocesses, which overlap well on two cores; tests marked `alone` (the real-size paper dry run,
 	# ~22 GB) run afterwards by themselves
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not alone" tests --ignore=tests/test_export.py
-	$(BIN)/python -m pytest -q -m alone tests --ignore=tests/test_export.py
+	$(BIN)/python -m pytest -q --durations=20 -n 2 --dist loadfile -m "not alone" tests --ignore=tests/test_export.py
+	$(BIN)/python -m pytest -q --durations=20 -m alone tests --ignore=tests/test_export.py
 
 bench: install
 	$(BIN)/lasr bench --out reports

@@ -26,14 +26,17 @@ def seconds_to_samples(seconds: float, # duration, s
     "Number of samples in `seconds` at `sample_rate`, rounded to the nearest sample."
     return int(round(seconds * sample_rate))
 
+# %% ../nbs/01_audio.ipynb #122ee4b5
 def max_samples(cfg: AudioConfig) -> int:
     "Length every clip is padded or cut to, samples."
     return seconds_to_samples(cfg.max_seconds, cfg.sample_rate)
 
+# %% ../nbs/01_audio.ipynb #458be90d
 def window_samples(cfg: AudioConfig) -> int:
     "Length of one encoder window, samples."
     return seconds_to_samples(cfg.window_seconds, cfg.sample_rate)
 
+# %% ../nbs/01_audio.ipynb #abf0af4d
 def hop_samples(cfg: AudioConfig) -> int:
     "Hop between windows, samples."
     return seconds_to_samples(cfg.hop_seconds, cfg.sample_rate)
@@ -81,10 +84,12 @@ def n_windows(cfg: AudioConfig) -> int:
     m, w, h = max_samples(cfg), window_samples(cfg), hop_samples(cfg)
     return 1 if m <= w else 1 + math.ceil((m - w) / h)
 
+# %% ../nbs/01_audio.ipynb #d3100d1f
 def min_new_samples(cfg: AudioConfig) -> int:
     "Audio a window after the first must hold that the previous window does not: half a hop (or half a window), samples."
     return max(1, min(hop_samples(cfg), window_samples(cfg)) // 2)
 
+# %% ../nbs/01_audio.ipynb #13e26557
 def _valid_windows(valid, # real samples per clip: int or (batch,) tensor
                    starts, # (W,) window starts, samples
                    cfg: AudioConfig):
@@ -96,6 +101,7 @@ def _valid_windows(valid, # real samples per clip: int or (batch,) tensor
     ok[..., 0] = True
     return ok
 
+# %% ../nbs/01_audio.ipynb #4270b676
 def window_starts(valid_samples: int, # real samples in the clip
                   cfg: AudioConfig,
                   max_windows: int | None = -1, # cap on the count; -1 = n_windows(cfg), None = no cap (long files)
@@ -106,6 +112,7 @@ def window_starts(valid_samples: int, # real samples in the clip
     if max_windows == -1: max_windows = n_windows(cfg)
     return starts if max_windows is None else starts[:max_windows]
 
+# %% ../nbs/01_audio.ipynb #c65be07d
 def make_windows(wav: Tensor, # (batch, samples) mono waveforms, normally padded to max_seconds
                  valid: Tensor, # (batch,) real samples per clip
                  cfg: AudioConfig,
@@ -125,6 +132,7 @@ def mel_scale(freq): # Hz (float or array)
     return 1127.0 * np.log1p(np.asarray(freq, dtype=np.float64) / 700.0) if not isinstance(freq, Tensor) \
         else 1127.0 * (1.0 + freq / 700.0).log()
 
+# %% ../nbs/01_audio.ipynb #c77d612f
 def kaldi_mel_banks(n_mels: int, # number of triangular filters
                     n_fft: int, # FFT size (even)
                     sample_rate: float, # Hz
@@ -153,10 +161,12 @@ def n_frames(n_samples: int, cfg: AudioConfig) -> int:
     "Number of mel frames `MelFrontend` gives for `n_samples` (pre-emphasis drops one sample)."
     return 1 + (n_samples - 1) // cfg.hop_length
 
+# %% ../nbs/01_audio.ipynb #d4f19894
 def default_fmax(cfg: AudioConfig) -> float:
     "High mel edge: `cfg.fmax`, or PaSST's default `sr//2 - fmax_aug_range//2` when it is 0."
     return float(cfg.fmax) if cfg.fmax > 0 else float(cfg.sample_rate // 2 - int(cfg.fmax_aug_range) // 2)
 
+# %% ../nbs/01_audio.ipynb #3e50581e
 class MelFrontend(nn.Module):
     "PaSST's `AugmentMelSTFT` (without masking) in pure torch: (N, samples) -> (N, n_mels, frames)."
     def __init__(self, cfg: AudioConfig):
@@ -207,6 +217,7 @@ def _mask_axis(x: Tensor, max_width: int, axis: int, value: float) -> Tensor:
     m = m[:, :, None] if axis == 1 else m[:, None, :]
     return x.masked_fill(m, value)
 
+# %% ../nbs/01_audio.ipynb #b46a08c7
 class SpecMask(nn.Module):
     "Time and frequency masking on (N, n_mels, frames), training only."
     def __init__(self, cfg: AudioConfig,

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .core import LasrError
+from .core import LasrError, keep_freed_memory
 from .synth import DEMO_N_EVAL
 
 # %% auto #0
 __all__ = ['FULL', 'QUICK', 'timed', 'cpu_name', 'machine_info', 'matmul_gflops', 'copy_gbps', 'transformer_flops',
-           'passt_window_flops', 'passt_forward', 'train_step', 'in_fresh_process', 'train_figures', 'data_figures',
-           'metric_figures', 'eval_figures', 'clustered_vectors', 'index_memory', 'search_figures', 'index_figures',
+           'passt_window_flops', 'passt_forward', 'in_fresh_process', 'train_step', 'train_figures', 'data_figures',
+           'metric_figures', 'eval_figures', 'clustered_vectors', 'index_case', 'search_figures', 'index_figures',
            'precision_check', 'gpu_figures', 'targets', 'measure', 'render_markdown', 'run_bench']
 
 # %% ../nbs/10_bench.ipynb #b003e14a
@@ -39,6 +39,7 @@ def cpu_name() -> str:
     except OSError: pass
     return platform.processor() or platform.machine()
 
+# %% ../nbs/10_bench.ipynb #aed6dd31
 def machine_info() -> dict:
     "What the figures depend on: CPU, threads, torch build, bf16 support, GPU (no paths, no host name)."
     from lasr.train import cpu_has_fast_bf16
@@ -56,6 +57,7 @@ def matmul_gflops(n: int = 2048, # square matrix size
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     return 2 * n ** 3 / timed(lambda: a @ b, repeats) / 1e9
 
+# %% ../nbs/10_bench.ipynb #1ea89d9b
 def copy_gbps(mbytes: int = 512, # buffer size, MB
               repeats: int = 3) -> float: # GB/s (bytes read + bytes written)
     "Memory bandwidth of a large tensor copy."
@@ -71,6 +73,7 @@ def transformer_flops(tokens: int, # sequence length N (with the CLS and distill
     "Multiply-adds x2 of a ViT encoder: per block QKV + projection 8ND^2, MLP 4*mlp_ratio*ND^2, attention 4N^2D."
     return depth * (8 * tokens * dim ** 2 + 4 * mlp_ratio * tokens * dim ** 2 + 4 * tokens ** 2 * dim)
 
+# %% ../nbs/10_bench.ipynb #c040a7e6
 def passt_window_flops(enc) -> float: # FLOPs per window, inference (no patchout)
     "FLOPs of one window through a `PaSSTEncoder`: patch embedding plus the transformer, from its shapes."
     from lasr.audio import n_frames, window_samples
@@ -112,6 +115,24 @@ def passt_forward(encoder: str = "passt", # audio encoder registry name (a PaSST
     return out
 
 # %% ../nbs/10_bench.ipynb #b017e14a
+def _rss_mib() -> float:
+    "Resident memory of this process now, MiB."
+    try: return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def _peak_mib() -> float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+# %% ../nbs/10_bench.ipynb #25cb1127
+def in_fresh_process(fn: str, # "module:function"
+                     **kw) -> dict:
+    "Call `fn(**kw)` in a new Python process (so that its peak memory is its own) and return its JSON result."
+    mod, name = fn.split(":")
+    code = f"import json,sys; from {mod} import {name}; print(json.dumps({name}(**json.loads(sys.argv[1]))))"
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(kw)], capture_output=True, text=True)
+    if r.returncode: raise RuntimeError(f"{fn} failed:\n{r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+# %% ../nbs/10_bench.ipynb #1118f4d7
 def train_step(first_trainable_block: int, # blocks below are frozen (0 = everything trainable)
                hop_seconds: float, # window hop: 5 s (paper) or 10 s (baseline-like)
                pooling: str = "attention", # attention | mean
@@ -145,22 +166,6 @@ def train_step(first_trainable_block: int, # blocks below are frozen (0 = everyt
     s = timed(step, steps)
     return {"seconds_per_step": s, "step_memory_mib": _peak_mib() - rss0, "peak_rss_mib": _peak_mib(),
             "windows": int(mask.sum()), "trainable_params": sum(p.numel() for p in params)}
-
-def _rss_mib() -> float:
-    "Resident memory of this process now, MiB."
-    try: return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-def _peak_mib() -> float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-def in_fresh_process(fn: str, # "module:function"
-                     **kw) -> dict:
-    "Call `fn(**kw)` in a new Python process (so that its peak memory is its own) and return its JSON result."
-    mod, name = fn.split(":")
-    code = f"import json,sys; from {mod} import {name}; print(json.dumps({name}(**json.loads(sys.argv[1]))))"
-    r = subprocess.run([sys.executable, "-c", code, json.dumps(kw)], capture_output=True, text=True)
-    if r.returncode: raise RuntimeError(f"{fn} failed:\n{r.stderr[-2000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 # %% ../nbs/10_bench.ipynb #b019e14a
 def train_figures(encoder: str = "passt", clips: int = 2, max_seconds: float = 30.0,
@@ -198,6 +203,7 @@ def data_figures(n_clips: int = 8, # clips decoded
         cache.close()
     return {"data_decode_ms_per_clip": dec * 1e3, "data_cached_ms_per_clip": hit * 1e3}
 
+# %% ../nbs/10_bench.ipynb #ed48e894
 def metric_figures(n_queries: int = 5225, n_items: int = 1045, resamples: int = 1000) -> dict:
     "Seconds for all retrieval metrics and for a `resamples`-fold clip bootstrap on a (queries, items) matrix."
     from lasr.metrics import query_values, summarize, bootstrap_ci
@@ -245,11 +251,6 @@ def eval_figures(preset: str = "demo", # model preset (random audio weights)
     return {"eval_wall_s": wall, "eval_forward_s": fwd, "eval_clips": len(ds), "eval_queries": len(queries)}
 
 # %% ../nbs/10_bench.ipynb #b026e14a
-def _rss() -> int:
-    "Resident memory of this process, bytes (Linux; 0 where /proc is missing)."
-    try: return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError: return 0
-
 def clustered_vectors(n: int, # vectors
                       dim: int, # their size
                       rng: np.random.Generator,
@@ -262,51 +263,53 @@ def clustered_vectors(n: int, # vectors
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     return v
 
-def index_memory(n: int, # vectors
-                 dim: int, # their size
-                 approximate: bool, # IVF (True) or exact
-                ) -> dict: # {"memory_ratio": resident memory grown by the build / raw float32 vectors}
-    "Memory of `lasr.index.vector_index` over the raw vectors; run it in a fresh process, whose memory is its own."
+# %% ../nbs/10_bench.ipynb #acc6c61b
+def index_case(n: int, # vectors in the index
+               dim: int, # their size
+               approximate: bool, # IVF (True) or exact
+               n_queries: int = 200, # queries timed one at a time (a quarter of them for exact search at >= 500k)
+               k: int = 10, # hits per query
+               seed: int = 0, # of the vectors and queries (the same for both kinds of index of one size)
+              ) -> dict: # build_s, p50_ms, p99_ms, memory_ratio, found (every query's hits)[, nlist, nprobe]
+    "Build `lasr.index.vector_index` once over clustered vectors and measure it; run it in a fresh process, whose memory is its own."
     from lasr.index import vector_index
-    v = clustered_vectors(n, dim, np.random.default_rng(0))
-    before = _rss()
-    idx, _ = vector_index(v, exact_max=0 if approximate else n)
-    return {"memory_ratio": (_rss() - before) / v.nbytes}
+    rng = np.random.default_rng([seed, n])
+    v = clustered_vectors(n, dim, rng)
+    q = v[rng.choice(n, n_queries, replace=False)] + 0.1 * rng.standard_normal((n_queries, dim), dtype=np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    before, t0 = _rss_mib(), time.perf_counter()
+    idx, desc = vector_index(v, exact_max=0 if approximate else n)
+    build = time.perf_counter() - t0
+    memory = (_rss_mib() - before) * 2**20 / v.nbytes
+    found = idx.search(q, k)[1]   # all queries at once: the answers (and a warm-up)
+    lat = []
+    for i in range(n_queries // 4 if not approximate and n >= 500_000 else n_queries):
+        t0 = time.perf_counter(); idx.search(q[i:i + 1], k); lat.append(time.perf_counter() - t0)
+    out = {"build_s": build, "p50_ms": float(np.percentile(lat, 50)) * 1e3, "p99_ms": float(np.percentile(lat, 99)) * 1e3,
+           "memory_ratio": memory, "found": found.tolist()}
+    if approximate: out.update(nlist=desc["nlist"], nprobe=desc["nprobe"])
+    return out
 
+# %% ../nbs/10_bench.ipynb #d654e787
 def search_figures(sizes: tuple = (10_000, 100_000, 1_000_000), # vectors in the index
                    dim: int = 256, # embedding size (the demo's shared space)
                    n_queries: int = 200, # queries timed one at a time (a quarter of them for exact search at >= 500k)
                    k: int = 10,
-                   fresh: bool = True, # memory measured in a fresh process per index (False: here; tests)
+                   fresh: bool = True, # each index built and measured in a fresh process (False: here, memory figures blur; tests)
                   ) -> dict:
     "Per size, exact and approximate `lasr.index.vector_index`: build s, one-query p50/p99 ms, memory / raw, recall@k."
-    import faiss
-    from lasr.index import vector_index
-    out, rng = {}, np.random.default_rng(0)
+    out = {}
     for n in sizes:
-        v = clustered_vectors(n, dim, rng)
-        q = v[rng.choice(n, n_queries, replace=False)] + 0.1 * rng.standard_normal((n_queries, dim), dtype=np.float32)
-        q /= np.linalg.norm(q, axis=1, keepdims=True)
-        truth = None
-        for kind, exact_max in (("exact", n), ("approx", 0)):
-            t0 = time.perf_counter()
-            idx, desc = vector_index(v, exact_max=exact_max)
-            build = time.perf_counter() - t0
-            kw = dict(n=n, dim=dim, approximate=kind == "approx")
-            mem = (in_fresh_process("lasr.bench:index_memory", **kw) if fresh else index_memory(**kw))["memory_ratio"]
-            found = idx.search(q, k)[1]   # all queries at once: the answers (and a warm-up)
-            if truth is None: truth = found
-            lat = []
-            for i in range(n_queries // 4 if kind == "exact" and n >= 500_000 else n_queries):
-                t0 = time.perf_counter(); idx.search(q[i:i + 1], k); lat.append(time.perf_counter() - t0)
-            p = f"search_{n}_{kind}"
-            out.update({f"{p}_build_s": build, f"{p}_p50_ms": float(np.percentile(lat, 50)) * 1e3,
-                        f"{p}_p99_ms": float(np.percentile(lat, 99)) * 1e3, f"{p}_memory_ratio": mem})
+        found = {}
+        for kind in ("exact", "approx"):
+            kw = dict(n=n, dim=dim, approximate=kind == "approx", n_queries=n_queries, k=k)
+            r = in_fresh_process("lasr.bench:index_case", **kw) if fresh else index_case(**kw)
+            found[kind], p = r["found"], f"search_{n}_{kind}"
+            out.update({f"{p}_build_s": r["build_s"], f"{p}_p50_ms": r["p50_ms"], f"{p}_p99_ms": r["p99_ms"],
+                        f"{p}_memory_ratio": r["memory_ratio"]})
             if kind == "approx":
-                out[f"{p}_recall@{k}"] = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)]))
-                out[f"{p}_nlist"], out[f"{p}_nprobe"] = desc["nlist"], desc["nprobe"]
-            del idx
-        del v
+                out[f"{p}_recall@{k}"] = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found["approx"], found["exact"])]))
+                out[f"{p}_nlist"], out[f"{p}_nprobe"] = r["nlist"], r["nprobe"]
     out["search_largest_n"] = max(sizes)
     return out
 
@@ -461,6 +464,7 @@ def _target(name: str, what: str, f: dict, num: str, den: str | float, op: str, 
     if not met: t["limit"] = _LIMITS.get(name, "")
     return t
 
+# %% ../nbs/10_bench.ipynb #cb9a27f0
 def targets(f: dict, # figures of one run
             machine: dict) -> list[dict]: # [{name, target, measured, met, ratio, op, threshold[, limit]}]
     "The issue's speed targets, each a ratio of figures measured in the same run, marked met or missed."
@@ -499,11 +503,13 @@ FULL = dict(matmul_n=2048, copy_mb=256, encoder="passt", batches=(1, 8), repeats
             train_encoder="passt", train_clips=2, train_seconds=30.0, data_clips=8, data_seconds=30.0,
             metrics=(5225, 1045, 1000), search_sizes=(10_000, 100_000, 1_000_000), search_dim=256,
             index_files=24, index_seconds=20.0, fresh=True)
+
 QUICK = dict(matmul_n=256, copy_mb=16, encoder="passt-tiny", batches=(1, 2), repeats=1, eval_preset="smoke", n_eval=4,
              train_encoder="passt-tiny", train_clips=1, train_seconds=12.0, data_clips=2, data_seconds=5.0,
              metrics=(500, 100, 100), search_sizes=(2_000, 5_000), search_dim=32, index_files=2, index_seconds=3.0,
              fresh=False)
 
+# %% ../nbs/10_bench.ipynb #999f4074
 def _log(progress: bool, msg: str):
     if progress: print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -537,6 +543,7 @@ def _md_table(rows: list[list], head: list[str]) -> str:
 
 def _fmt(v: float) -> str: return f"{v:.4g}"
 
+# %% ../nbs/10_bench.ipynb #0ba4cfbc
 def render_markdown(r: dict) -> str:
     "bench.md: machine, targets (met or missed, with what limits a missed one), every figure, notes."
     m, out = r["machine"], ["# lasr bench", ""]
@@ -551,6 +558,7 @@ def render_markdown(r: dict) -> str:
     out += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
     return "\n".join(out)
 
+# %% ../nbs/10_bench.ipynb #6849255f
 def _notes(s: dict, gpu: dict | None, machine: dict) -> list[str]:
     from lasr.train import BF16_MAX_DELTA, BF16_ALLOWED_POINTS
     n = [f"Sizes: PaSST `{s['encoder']}` with random weights, batches {list(s['batches'])} of 10 s windows; evaluation on the "
@@ -578,6 +586,7 @@ def _notes(s: dict, gpu: dict | None, machine: dict) -> list[str]:
                         "mixed precision) was not run; run it where a CUDA card is at hand."))
     return n
 
+# %% ../nbs/10_bench.ipynb #1da604bc
 def run_bench(out: str | Path = "reports", # folder for bench.json and bench.md
               quick: bool = False, # tiny sizes, one repeat: seconds (tests)
               gpu: bool = False, # also the CUDA training and evaluation figures
@@ -585,6 +594,9 @@ def run_bench(out: str | Path = "reports", # folder for bench.json and bench.md
     "Measure everything, then write OUT/bench.json and OUT/bench.md."
     if gpu and not torch.cuda.is_available():
         raise LasrError("--gpu needs a CUDA GPU, and this torch sees none (CPU-only build or no driver)")
+    # `lasr bench` measures the ceilings and PaSST before any model is built through `lasr.model.create_model`, which
+    # sets this for every other command: the same allocator setting for every figure, as in use
+    keep_freed_memory()
     s = QUICK if quick else FULL
     t0 = time.perf_counter()
     machine = machine_info()

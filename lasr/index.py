@@ -11,19 +11,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import LasrError, live_progress, keep_freed_memory
+from .core import LasrError, live_progress
 
 # %% auto #0
 __all__ = ['INDEX_FORMAT', 'EXACT_MAX_FILES', 'LONG_SECONDS', 'audio_extensions', 'list_audio', 'decode', 'file_windows',
            'cut_windows', 'pool_file', 'FileEmbedding', 'embed_files', 'model_fingerprint', 'ivf_lists', 'vector_index',
-           'read_manifest', 'build_index', 'LibraryIndex', 'embed_audio_files', 'search', 'export_embeddings',
-           'explore']
+           'read_manifest', 'resolve_model', 'build_index', 'LibraryIndex', 'embed_audio_files', 'search',
+           'export_embeddings', 'explore']
 
 # %% ../nbs/08_index.ipynb #1a2333a2
 INDEX_FORMAT = "lasr-index-1"
+
 EXACT_MAX_FILES = 100_000   # above this many files the vector index is approximate (IVF)
+
 LONG_SECONDS = 600.0        # files longer than this are decoded in blocks into a scratch file, not into memory
 
+# %% ../nbs/08_index.ipynb #4596763b
 def audio_extensions() -> set[str]:
     "Lower-case suffixes of the files an index reads: lasr's audio formats and every format soundfile knows."
     import soundfile as sf
@@ -31,6 +34,7 @@ def audio_extensions() -> set[str]:
     # RAW needs its sample format spelled out by the caller, so a .raw file cannot be read blindly
     return set(AUDIO_EXTS) | {"." + k.lower() for k in sf.available_formats() if k.upper() != "RAW"}
 
+# %% ../nbs/08_index.ipynb #52bab23e
 def list_audio(folder: str | Path, # the sound library
               ) -> list[str]: # paths relative to `folder`, POSIX style, sorted
     "Every file under `folder` (recursive) whose suffix is an audio format; hidden files and folders are left out."
@@ -93,6 +97,7 @@ def file_windows(n_samples: int, # real samples in the file
     starts = window_starts(n_samples, cfg, max_windows=-1 if n_samples <= max_samples(cfg) else None)
     return np.stack([starts, starts + window_samples(cfg)], axis=1)
 
+# %% ../nbs/08_index.ipynb #33c5c828
 def cut_windows(wav: np.ndarray, # (samples,) mono waveform
                 spans: np.ndarray, # (n, 2) window starts and ends, samples
                ) -> torch.Tensor: # (n, window samples) float32, zero padded past the end of `wav`
@@ -104,6 +109,7 @@ def cut_windows(wav: np.ndarray, # (samples,) mono waveform
         out[i, :len(seg)] = torch.from_numpy(np.ascontiguousarray(seg, dtype=np.float32))
     return out
 
+# %% ../nbs/08_index.ipynb #9010ac78
 @torch.no_grad()
 def pool_file(model, # a DualEncoder in eval mode
               z: torch.Tensor, # (W, D) window embeddings of one file, from `model.audio_encoder`
@@ -123,6 +129,7 @@ class FileEmbedding:
         self.path, self.file, self.windows, self.spans, self.duration, self.weights = path, file, windows, spans, duration, weights
     def __repr__(self): return f"FileEmbedding({self.path!r}, {len(self.spans)} windows, {self.duration:.1f} s)"
 
+# %% ../nbs/08_index.ipynb #38b17417
 def _decode_all(folder: Path, paths: list[str], sample_rate: int, scratch: Path,
                 ahead: int = 4): # files decoded ahead of the one handed out (long ones sit on disk meanwhile)
     "Decode files in two background threads, up to `ahead` files ahead, so that decoding overlaps the encoder."
@@ -140,6 +147,7 @@ def _decode_all(folder: Path, paths: list[str], sample_rate: int, scratch: Path,
             yield futs[i].result()
             futs[i] = None
 
+# %% ../nbs/08_index.ipynb #17a0b638
 @torch.no_grad()
 def embed_files(model, # a DualEncoder in eval mode (from `lasr.train.load_model`)
                 folder: str | Path, # root of the relative `paths`
@@ -207,10 +215,12 @@ def model_fingerprint(model) -> str:
     if not fp: raise LasrError("the model has no checkpoint sidecar with a weights hash: load it with lasr.train.load_model")
     return fp
 
+# %% ../nbs/08_index.ipynb #a9646095
 def ivf_lists(n: int) -> int: # inverted lists: the power of two nearest 4 sqrt(n), with k-means's 39 points per list
     "Inverted lists for `n` vectors: about 4 sqrt(n) (at 1M clustered vectors: 4096 lists, 32 scanned, recall@10 0.98 in 0.8 ms)."
     return 2 ** max(0, min(round(math.log2(4 * math.sqrt(max(n, 1)))), int(math.log2(max(n // 39, 1)))))
 
+# %% ../nbs/08_index.ipynb #3573ac04
 def vector_index(vectors: np.ndarray, # (n, E) float32 unit-norm file embeddings
                  exact_max: int = EXACT_MAX_FILES, # up to this many vectors: exact inner product
                  nlist: int | None = None, # inverted lists of the approximate index (None: `ivf_lists(n)`)
@@ -248,6 +258,7 @@ def _save_npy(path: Path, a: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, a); f.flush(); os.fsync(f.fileno())
 
+# %% ../nbs/08_index.ipynb #fb66f5e3
 def read_manifest(index: str | Path) -> dict:
     "The manifest of an index folder (what `build_index` wrote last, whole)."
     m = Path(index) / "manifest.json"
@@ -257,6 +268,7 @@ def read_manifest(index: str | Path) -> dict:
     if man.get("format") != INDEX_FORMAT: raise LasrError(f"{m}: format {man.get('format')!r}, expected {INDEX_FORMAT!r}")
     return man
 
+# %% ../nbs/08_index.ipynb #4515c5a6
 def _commit(out: Path, files_vec: np.ndarray, win_vec: np.ndarray, vindex, manifest: dict) -> None:
     "Write the arrays into a new data folder, then switch the manifest to it in one rename; drop what is stale."
     import faiss
@@ -272,9 +284,21 @@ def _commit(out: Path, files_vec: np.ndarray, win_vec: np.ndarray, vindex, manif
         if p.is_dir() and p.name != data and (p.name.startswith("data-") or p.name.startswith(".tmp-")):
             shutil.rmtree(p, ignore_errors=True)
 
+# %% ../nbs/08_index.ipynb #4ce57984
 def _file_key(p: Path) -> dict:
     st = p.stat()
     return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+# %% ../nbs/08_index.ipynb #9da9462e
+def resolve_model(model, # a loaded model (`lasr.train.load_model`), or a run folder / checkpoint path
+                  precision: str = "auto", # of embedding, when `model` is a path: auto (bf16 on a CPU with bf16 instructions) | 32 | bf16
+                 ) -> tuple: # (the model, the resolved run path it was loaded from; None for a model given loaded)
+    "The model to embed with: a loaded model as it is, a run folder or checkpoint loaded with `lasr.train.load_model`."
+    from lasr.train import load_model
+    if hasattr(model, "audio_encoder"):
+        run = getattr(model, "run_path", None)
+        return model, str(Path(run).resolve()) if run else None
+    return load_model(model, precision=precision), str(Path(model).resolve())
 
 # %% ../nbs/08_index.ipynb #fb3e5702
 def build_index(folder: str | Path, # the sound library (searched recursively)
@@ -289,11 +313,8 @@ def build_index(folder: str | Path, # the sound library (searched recursively)
                ) -> dict: # report: files, windows, added, updated, removed, skipped [{path, reason}]
     "Index every audio file under `folder`: window and file embeddings, a manifest, a faiss index; atomic."
     from lasr import __version__
-    from lasr.train import load_model
     if dtype not in ("float32", "float16"): raise LasrError(f"dtype must be float32 or float16, got {dtype!r}")
-    keep_freed_memory()
-    run = getattr(model, "run_path", None)
-    if not hasattr(model, "audio_encoder"): run, model = model, load_model(model, precision=precision)
+    model, run = resolve_model(model, precision)
     folder, out = Path(folder).resolve(), Path(out)
     fp = model_fingerprint(model)
     if out.exists() and not (out / "manifest.json").exists() and any(out.iterdir()):
@@ -344,7 +365,7 @@ def build_index(folder: str | Path, # the sound library (searched recursively)
               "skipped": [{"path": s["path"], "reason": s["reason"]} for s in sorted(skipped.values(), key=lambda s: s["path"])]}
     a = model.cfg.audio
     manifest = {"format": INDEX_FORMAT, "lasr_version": __version__, "root": str(folder), "dtype": dtype,
-                "model": {"path": str(Path(run).resolve()) if run else (old or {}).get("model", {}).get("path"), "fingerprint": fp,
+                "model": {"path": run or (old or {}).get("model", {}).get("path"), "fingerprint": fp,
                           "preset": model.cfg.preset, "embed_dim": E},
                 "audio": {"sample_rate": a.sample_rate, "window_seconds": a.window_seconds, "hop_seconds": a.hop_seconds},
                 "pooling": model.cfg.model.pooling, "precision": model.precision, "index": desc, "report": report,
@@ -391,13 +412,12 @@ class LibraryIndex:
                    precision: str = "auto", # of query embedding when loading: auto | 32 | bf16
                   ):
         "The model that embeds queries, checked against the index's fingerprint."
-        from lasr.train import load_model
         if model is None:
             model = self.manifest["model"]["path"]
             if not model: raise LasrError(f"{self.path}: the manifest names no model: pass --model RUN")
             if not Path(model).exists():
                 raise LasrError(f"{self.path} was made with {model}, which no longer exists: pass --model RUN")
-        if not hasattr(model, "audio_encoder"): model = load_model(model, precision=precision)
+        model, _ = resolve_model(model, precision)
         self.check_model(model)
         return model
 
@@ -441,6 +461,7 @@ def embed_audio_files(model, # a DualEncoder in eval mode
         res.append(emb.file)
     return np.stack(res) if res else np.zeros((0, model.cfg.model.embed_dim), np.float32)
 
+# %% ../nbs/08_index.ipynb #182b70b3
 def search(index: str | Path | LibraryIndex, # index folder or a loaded index
            texts: list[str] = (), # text queries
            audio: list[str | Path] = (), # audio queries: find the sounds most like these recordings
@@ -476,6 +497,7 @@ def _read_texts_csv(path: Path) -> list[dict]:
         if col in df.columns: return [{"caption": t} for t in df[col] if t.strip()]
     raise LasrError(f"{path}: expected a Clotho captions CSV (file_name, caption_1..5) or a caption/query/text column")
 
+# %% ../nbs/08_index.ipynb #3fa20c29
 def export_embeddings(source: str | Path, # a folder of audio, or a captions CSV
                       model, # run folder, checkpoint or loaded model
                       out: str | Path, # .npy (with a .json manifest beside it) or .parquet (one table)
@@ -485,11 +507,10 @@ def export_embeddings(source: str | Path, # a folder of audio, or a captions CSV
                      ) -> dict: # the manifest: rows (one per vector) and provenance
     "Export file (or caption) embeddings for another vector store; the manifest says what each row is."
     from lasr import __version__
-    from lasr.train import load_model, embed_text
+    from lasr.train import embed_text
     source, out = Path(source), Path(out)
     if out.suffix not in (".npy", ".parquet"): raise LasrError(f"--out must end in .npy or .parquet, got {out.name}")
-    run = None
-    if not hasattr(model, "audio_encoder"): run, model = str(Path(model).resolve()), load_model(model, precision=precision)
+    model, run = resolve_model(model, precision)
     if source.is_dir():
         rows, vecs, skipped = [], [], []
         for rel, emb, reason in embed_files(model, source, list_audio(source), batch_windows, progress=progress):
@@ -533,6 +554,7 @@ def _hit_figure(path: Path, start: float, end: float, title: str, sr: int = 1600
     fig.tight_layout()
     return fig, y, sr
 
+# %% ../nbs/08_index.ipynb #e0b0a5ad
 def explore(index: str | Path | LibraryIndex, # index folder or a loaded index
             model=None,                       # run folder or loaded model; None = the one that made the index
             k: int = 5,                       # hits shown per query

@@ -14,7 +14,8 @@ from .core import LasrError
 __all__ = ['NO_RANK', 'relevant_ranks', 'recall_at_k', 'average_precision_at_k', 'map_at_k', 'one_hot_relevance', 'query_values',
            'summarize', 'retrieval_metrics', 'chance_map_at_k', 'relevance_matrix', 'clip_resamples', 'resampled_means',
            'bootstrap_ci', 'paired_bootstrap', 'write_predictions', 'read_predictions', 'read_caption_pairs',
-           'read_relevance_csv', 'match_queries', 'score_predictions', 'compare_predictions']
+           'read_relevance_csv', 'match_queries', 'score_predictions', 'compare_predictions', 'format_metrics',
+           'format_comparison']
 
 # %% ../nbs/06_metrics.ipynb #219ece1c
 NO_RANK = np.iinfo(np.int64).max // 2  # padding rank: beyond any k
@@ -50,6 +51,7 @@ def recall_at_k(ranks: np.ndarray, # (queries, max_relevant) from `relevant_rank
     "Share of queries whose best-ranked relevant item is in the top k."
     return float((ranks[:, 0] < k).mean())
 
+# %% ../nbs/06_metrics.ipynb #b25ed757
 def average_precision_at_k(ranks: np.ndarray, # (queries, max_relevant) from `relevant_ranks`
                            n_relevant: np.ndarray, # (queries,) number of relevant items |R_q|
                            k: int) -> np.ndarray:  # (queries,) AP@k per query
@@ -58,6 +60,7 @@ def average_precision_at_k(ranks: np.ndarray, # (queries, max_relevant) from `re
     prec = np.where(ranks < k, hits / (np.minimum(ranks, k) + 1), 0.0)
     return prec.sum(1) / np.maximum(n_relevant, 1)
 
+# %% ../nbs/06_metrics.ipynb #1e75badb
 def map_at_k(ranks, n_relevant, k: int) -> float:
     "mAP@k: AP@k averaged over queries."
     return float(average_precision_at_k(ranks, n_relevant, k).mean())
@@ -70,6 +73,7 @@ def one_hot_relevance(targets: np.ndarray, # (queries,) index of each query's pa
     rel[np.arange(len(targets)), targets] = True
     return rel
 
+# %% ../nbs/06_metrics.ipynb #e60b5afe
 def query_values(sim: np.ndarray,      # (queries, items) similarities
                  targets: np.ndarray,  # (queries,) index of each query's paired item
                  relevant: np.ndarray | None = None, # (queries, items) bool, 2025 annotations; empty row = not listed
@@ -92,6 +96,7 @@ def query_values(sim: np.ndarray,      # (queries, items) similarities
             out[f"mAP@{k}_multi"] = v
     return out
 
+# %% ../nbs/06_metrics.ipynb #1fd9eb13
 def summarize(values: dict[str, np.ndarray], # metric -> (queries,) from `query_values`
              ) -> dict[str, float | int]:
     "Mean of each metric over the queries that count for it, plus `n_queries_multi` when there is a multi-relevant metric."
@@ -99,6 +104,7 @@ def summarize(values: dict[str, np.ndarray], # metric -> (queries,) from `query_
     if "mAP@10_multi" in values: out["n_queries_multi"] = int(np.isfinite(values["mAP@10_multi"]).sum())
     return out
 
+# %% ../nbs/06_metrics.ipynb #fc7efe21
 def retrieval_metrics(sim: np.ndarray,      # (queries, items) similarities
                       targets: np.ndarray,  # (queries,) index of each query's paired item
                       relevant: np.ndarray | None = None, # (queries, items) bool, 2025 annotations; empty row = not listed
@@ -116,6 +122,7 @@ def _few(items, n: int = 3) -> str:
     "The first `n` items, quoted, for an error message."
     return ", ".join(repr(x) for x in list(items)[:n]) + (", ..." if len(items) > n else "")
 
+# %% ../nbs/06_metrics.ipynb #145cac5b
 def relevance_matrix(queries: list[str],            # (queries,) texts, in prediction-file order
                      file_names: list[str],         # (items,) audio file names of the similarity columns
                      table: dict[str, list[str]],   # query text -> relevant audio file names
@@ -149,6 +156,7 @@ def clip_resamples(clips: np.ndarray,  # (queries,) clip (paired audio) of each 
     counts = np.bincount((draws + c * np.arange(n)[:, None]).ravel(), minlength=n * c).reshape(n, c)
     return counts.astype(np.float64), inv.ravel()
 
+# %% ../nbs/06_metrics.ipynb #712b33aa
 def resampled_means(values: dict[str, np.ndarray], # metric -> (queries,) from `query_values`
                     counts: np.ndarray,            # (n, n_clips) from `clip_resamples`
                     inv: np.ndarray,               # (queries,) clip index of each query
@@ -162,11 +170,13 @@ def resampled_means(values: dict[str, np.ndarray], # metric -> (queries,) from `
         out[k] = np.divide(num, den, out=np.full(len(num), np.nan), where=den > 0)
     return out
 
+# %% ../nbs/06_metrics.ipynb #13a2e6f2
 def _interval(x: np.ndarray, level: float) -> list[float]:
     "Percentile interval of the finite values of `x`."
     a = (1 - level) / 2
     return [float(q) for q in np.nanquantile(x, [a, 1 - a])]
 
+# %% ../nbs/06_metrics.ipynb #d9599cf4
 def bootstrap_ci(values: dict[str, np.ndarray], # metric -> (queries,) from `query_values`
                  clips: np.ndarray,             # (queries,) clip of each query
                  n: int = 1000, seed: int = 0,
@@ -176,6 +186,7 @@ def bootstrap_ci(values: dict[str, np.ndarray], # metric -> (queries,) from `que
     counts, inv = clip_resamples(clips, n, seed)
     return {k: _interval(x, level) for k, x in resampled_means(values, counts, inv).items()}
 
+# %% ../nbs/06_metrics.ipynb #ef5489d7
 def paired_bootstrap(first: dict[str, np.ndarray],  # metric -> (queries,) of the first system
                      other: dict[str, np.ndarray],  # the same queries, in the same order, of the other
                      clips: np.ndarray,             # (queries,) clip of each query
@@ -204,6 +215,7 @@ def _read_csv_rows(path: str | Path, what: str) -> tuple[list[str], list[list[st
     if not rows: raise LasrError(f"{path}: the file is empty")
     return rows[0], rows[1:]
 
+# %% ../nbs/06_metrics.ipynb #75898417
 def write_predictions(path: str | Path,     # output CSV
                       queries: list[str],   # (queries,) caption texts, the first column
                       file_names: list[str],# (items,) audio file names, the other columns
@@ -218,6 +230,7 @@ def write_predictions(path: str | Path,     # output CSV
         for q, row in zip(queries, sim): w.writerow([q, *(repr(float(x)) for x in row)])
     return path
 
+# %% ../nbs/06_metrics.ipynb #1e03de0f
 def read_predictions(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
     "Queries, audio file names and the (queries, items) similarity matrix of a prediction CSV."
     header, rows = _read_csv_rows(path, "similarity")
@@ -233,6 +246,7 @@ def read_predictions(path: str | Path) -> tuple[list[str], list[str], np.ndarray
         raise LasrError(f"{path}: {int(bad.sum())} NaN or infinite similarities (first: row {i+2}, column {names[j]!r})")
     return [r[0] for r in rows], names, sim
 
+# %% ../nbs/06_metrics.ipynb #ac316aae
 def read_caption_pairs(path: str | Path) -> list[tuple[str, str]]:
     "(caption, file_name) pairs of a Clotho captions CSV, in file order."
     header, rows = _read_csv_rows(path, "captions")
@@ -242,6 +256,7 @@ def read_caption_pairs(path: str | Path) -> list[tuple[str, str]]:
     fi = header.index("file_name")
     return [(r[i], r[fi]) for r in rows for i in cap_cols if i < len(r) and r[i].strip()]
 
+# %% ../nbs/06_metrics.ipynb #6fca3882
 def read_relevance_csv(path: str | Path) -> dict[str, list[str]]:
     "Query -> relevant audio file names from a 2025 relevance CSV (query, audio_filenames list literal)."
     header, rows = _read_csv_rows(path, "relevance")
@@ -285,6 +300,7 @@ def match_queries(queries: list[str],              # (queries,) texts from the p
                         f"similarity columns, e.g. {', '.join(sorted(missing_cols)[:3])}")
     return np.array(targets, dtype=np.int64)
 
+# %% ../nbs/06_metrics.ipynb #d342a48f
 def _scored(similarity: str | Path, captions: str | Path, relevance: str | Path | None):
     "Queries, audio names, clip of each query and per-query metric values of a prediction file."
     queries, names, sim = read_predictions(similarity)
@@ -292,6 +308,7 @@ def _scored(similarity: str | Path, captions: str | Path, relevance: str | Path 
     rel = None if relevance is None else relevance_matrix(queries, names, read_relevance_csv(relevance), str(relevance))
     return queries, names, np.asarray(names)[targets], query_values(sim, targets, rel)
 
+# %% ../nbs/06_metrics.ipynb #64c165c6
 def score_predictions(similarity: str | Path,        # DCASE 2025 prediction CSV
                       captions: str | Path,          # Clotho captions CSV of the same split
                       relevance: str | Path | None = None, # 2025 relevance CSV
@@ -305,12 +322,14 @@ def score_predictions(similarity: str | Path,        # DCASE 2025 prediction CSV
     if ci: out["ci"] = bootstrap_ci(values, clips, resamples, seed)
     return out
 
+# %% ../nbs/06_metrics.ipynb #f706fe30
 def _occurrences(queries: list[str]) -> list[tuple[str, int]]:
     "Each query as (text, how many times the text came before)."
     seen, out = defaultdict(int), []
     for q in queries: out.append((q, seen[q])); seen[q] += 1
     return out
 
+# %% ../nbs/06_metrics.ipynb #38e5a15d
 def compare_predictions(similarity: str | Path,  # the first DCASE 2025 prediction CSV
                         other: str | Path,       # the other one, over the same queries and audio files
                         captions: str | Path,    # Clotho captions CSV of the split
@@ -330,3 +349,21 @@ def compare_predictions(similarity: str | Path,  # the first DCASE 2025 predicti
     pos = {k: i for i, k in enumerate(kb)}
     idx = np.array([pos[k] for k in ka])
     return paired_bootstrap(va, {k: v[idx] for k, v in vb.items()}, clips, resamples, seed)
+
+# %% ../nbs/06_metrics.ipynb #7729501e
+def format_metrics(m: dict,                # metric -> fraction (other values, e.g. counts, are printed as they are)
+                   ci: dict | None = None, # metric -> [low, high], e.g. the "ci" of `score_predictions`
+                  ) -> str:
+    "A two-column table of metrics, x100 with two decimals, each followed by its interval when `ci` has one."
+    ci, width = ci or {}, max(map(len, m))
+    return "\n".join(f"{k:<{width}}  {100 * v:6.2f}" + (f"  [{100 * ci[k][0]:6.2f}, {100 * ci[k][1]:6.2f}]" if k in ci else "")
+                     if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in m.items())
+
+# %% ../nbs/06_metrics.ipynb #1771d7ee
+def format_comparison(c: dict, # `compare_predictions`: {"difference", "ci", "p_better"}, each metric -> value
+                     ) -> str:
+    "Differences first minus other and their intervals (x100, two decimals), and p_better (a probability)."
+    width = max(map(len, c["difference"]))
+    head = f"{'':<{width}}  {'first-other':>11}  {'95% interval':>18}  p_better"
+    return "\n".join([head] + [f"{k:<{width}}  {100 * d:11.2f}  [{100 * c['ci'][k][0]:6.2f}, {100 * c['ci'][k][1]:6.2f}]"
+                               f"  {c['p_better'][k]:8.3f}" for k, d in c["difference"].items()])

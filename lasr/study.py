@@ -4,24 +4,26 @@
 
 # %% ../nbs/11_study.ipynb #4e83c330
 from __future__ import annotations
-import hashlib, json, os, re, shutil
-from dataclasses import dataclass, replace
+import contextlib, hashlib, json, os, shutil, sys, tempfile
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import Config, LasrError, get_preset, to_dict
+from .core import (Config, LasrError, get_preset, to_dict, missing_package, AUDIO_ENCODERS, TEXT_ENCODERS,
+                       PASST_FILE, PASST_URL)
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'BASELINE_LIKE', 'FULL', 'PAPER_TABLE1', 'DEMO_TABLE1', 'SMOKE_TABLE1', 'TABLE1_GRIDS', 'DEMO_TABLE1_RUN',
-           'DEMO_STAGE1_RUN', 'DEMO_STAGE2_RUN', 'SMOKE_RUN', 'RUN_NOTEBOOK', 'DONE', 'TABLE1_METRICS',
-           'TABLE2_METRICS', 'MULTI', 'PUBLISHED_TABLE1', 'PUBLISHED_TABLE2', 'CORPORA', 'TABLES', 'OUTPUTS', 'Cell',
-           'table1_cells', 'stage1_cell', 'table2_cells', 'select', 'cell_config', 'corpus_fingerprint', 'run_id',
-           'one_process', 'run_done', 'execute_run', 'run_cell', 'x100', 'with_ci', 'read_run', 'training_precision',
-           'results_frame', 'display_frame', 'paired_differences', 'display_differences', 'markdown',
-           'published_table1', 'plot_table1', 'plot_table2', 'corpus_roots', 'corpus_label', 'ensure_corpus',
-           'run_cells', 'made_by_reproduce', 'check_dest', 'preflight', 'reproduce']
+           'DEMO_STAGE1_RUN', 'DEMO_STAGE2_RUN', 'SMOKE_RUN', 'KERNEL', 'RUN_NOTEBOOK', 'DONE', 'TABLE1_METRICS',
+           'TABLE2_METRICS', 'MULTI', 'PUBLISHED_TABLE1', 'PUBLISHED_TABLE2', 'CORPORA', 'TABLE1_AUDIO', 'TABLE1_TEXT',
+           'RELEVANCE_FILE', 'TABLES', 'OUTPUTS', 'Cell', 'table1_cells', 'stage1_cell', 'table2_cells', 'select',
+           'cell_config', 'corpus_fingerprint', 'run_id', 'study_dir', 'python_kernel', 'one_process', 'run_done',
+           'execute_run', 'run_cell', 'x100', 'with_ci', 'read_run', 'training_precision', 'results_frame',
+           'display_frame', 'paired_differences', 'display_differences', 'markdown', 'published_table1', 'plot_table1',
+           'plot_table2', 'corpus_roots', 'corpus_label', 'ensure_corpus', 'table_setup', 'run_cells', 'doctor',
+           'made_by_reproduce', 'check_dest', 'preflight', 'reproduce']
 
 # %% ../nbs/11_study.ipynb #1f44de4e
 @dataclass(frozen=True)
@@ -75,7 +77,6 @@ SMOKE_RUN = ("optim.epochs=1", "optim.warmup_epochs=0.5", "optim.cosine_epochs=0
 
 def _audio_overrides(preset: str, name: str) -> tuple[str, ...]:
     "What a Table 1 cell sets for its audio encoder (only PaSST encoders can cache their mel features)."
-    from lasr.encoders import AUDIO_ENCODERS
     ov = (f"audio.encoder={name}",)
     if AUDIO_ENCODERS[name].family != "passt": ov += ("audio.cache_features=false",)
     return ov
@@ -126,19 +127,16 @@ def cell_config(preset: str, cell: Cell, extra: tuple[str, ...] = ()) -> Config:
     "The full config of a cell's run: the preset, the cell's overrides, then the study's `extra` overrides."
     return get_preset(preset, *cell.overrides, *extra)
 
-
 # %% ../nbs/11_study.ipynb #b593f833
 _FINGERPRINTS: dict = {}
 
 def corpus_fingerprint(cfg: Config, data_root: str | Path) -> str:
     "SHA-1 over every split a run of `cfg` reads under `data_root` (file names, sizes, captions)."
-    from lasr.data import read_split, TRAIN_SPLITS
+    from lasr.data import read_split, run_splits
     from lasr.train import data_fingerprint
-    d, root = cfg.data, Path(data_root).resolve()
-    need = [(d.corpus, s) for s in (d.train_split, d.val_split, d.eval_split)]
-    need += [(c.strip(), TRAIN_SPLITS[c.strip()]) for c in d.pretrain_corpora.split(",") if c.strip()]
+    root = Path(data_root).resolve()
     h = hashlib.sha1()
-    for corpus, split in need:
+    for corpus, split in run_splits(cfg):
         key = (str(root), corpus, split)
         if key not in _FINGERPRINTS: _FINGERPRINTS[key] = data_fingerprint(read_split(root, corpus, split))
         h.update(f"{corpus}/{split}:{_FINGERPRINTS[key]}\n".encode())
@@ -149,8 +147,6 @@ def run_id(cfg: Config,       # the run's config (its run.init_from is replaced 
            init: str = "",    # run id of the run it starts from ("" = none)
           ) -> str:
     "Folder name of a run: a hash of everything that decides its numbers, so equal cells share one run."
-    from dataclasses import asdict
-    from lasr.encoders import AUDIO_ENCODERS, TEXT_ENCODERS
     from lasr.train import resolved_precision
     # the precision it trains in here (auto differs between CPUs), and the registry entries of its encoders:
     # their architectures live in code, so a changed entry must not reuse a run of the old one
@@ -160,14 +156,48 @@ def run_id(cfg: Config,       # the run's config (its run.init_from is replaced 
     text = json.dumps({"config": d, "data": fingerprint, "init": init, "encoders": specs}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
+# %% ../nbs/11_study.ipynb #7be74b46
+def study_dir() -> Path:
+    "The study notebooks: `nbs/study` of a source checkout, else `lasr/study` of an installed wheel."
+    import lasr
+    pkg = Path(lasr.__file__).resolve().parent
+    for d in (pkg.parent / "nbs" / "study", pkg / "study"):   # a checkout's source wins over a copy
+        if (d / "run.ipynb").exists(): return d
+    raise LasrError(f"the study notebooks are missing: neither {pkg.parent / 'nbs' / 'study'} (a source checkout) "
+                    f"nor {pkg / 'study'} (an installed wheel) holds run.ipynb; reinstall lasr")
+
+# %% ../nbs/11_study.ipynb #5abde298
+KERNEL = "python3"
+
+@contextlib.contextmanager
+def python_kernel():
+    "Within the block, Jupyter kernel `python3` is this interpreter (whatever other kernels are registered)."
+    try: import ipykernel  # noqa: F401
+    except ImportError: raise LasrError("lasr reproduce runs the study notebooks in a Jupyter kernel, and ipykernel "
+                                        "is not installed; install it with: pip install ipykernel") from None
+    old = os.environ.get("JUPYTER_PATH")
+    with tempfile.TemporaryDirectory(prefix="lasr-kernel-") as d:
+        spec = Path(d) / "kernels" / KERNEL
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3 (ipykernel)", "language": "python"}))
+        # JUPYTER_PATH outranks the user's and the environment's kernels: a `python3` registered for
+        # another interpreter (without lasr) must not run the study
+        os.environ["JUPYTER_PATH"] = os.pathsep.join([d] + ([old] if old else []))
+        try: yield KERNEL
+        finally:
+            if old is None: os.environ.pop("JUPYTER_PATH", None)
+            else: os.environ["JUPYTER_PATH"] = old
+
 # %% ../nbs/11_study.ipynb #0389959e
 RUN_NOTEBOOK = "run.ipynb"
 DONE = "result.json"   # written by the run notebook's last cell: its presence marks a finished run
 
 def one_process(cfg: Config) -> bool:
     "Whether a run of `cfg` trains in one process here (no DDP), so that a notebook kernel can train it itself."
-    from lasr.train import _trainer_kwargs   # devices and strategy as the trainer will get them
-    k = _trainer_kwargs(cfg)
+    from lasr.train import trainer_kwargs   # devices and strategy as the trainer will get them
+    k = trainer_kwargs(cfg)
     return k["devices"] in (1, "1") and k["strategy"] == "auto"
 
 def run_done(run_dir: str | Path) -> bool:
@@ -189,7 +219,6 @@ def execute_run(run_dir: Path,     # the run's folder (created; an interrupted r
                ) -> Path:
     "Execute the study's run notebook with papermill in `run_dir`: train (or resume), evaluate, write result.json."
     import papermill as pm
-    from lasr.cli import study_dir, python_kernel
     run_dir.mkdir(parents=True, exist_ok=True)
     params = dict(preset=preset, overrides=";".join(overrides), data_root=os.path.relpath(data_root, run_dir),
                   out=".", synth=False, progress=False, device=device)
@@ -399,6 +428,31 @@ def ensure_corpus(preset: str, which: str, root: Path, progress: bool = False) -
                                               "study does not generate one: pass --data-root with the corpora")
     return synth_corpus(root, progress=progress, **CORPORA[preset][which])
 
+# %% ../nbs/11_study.ipynb #18cc46a7
+def table_setup(preset: str,            # paper | demo | smoke
+                data_root: str = "",    # folder holding CLOTHO_v2.1/; empty: the preset's generated corpus under `work`
+                work: str = "",         # empty: <repository>/reports/work (generated corpora)
+                out: str = "",          # empty: <repository>/reports/<preset>
+                runs: str = "",         # empty: <out>/runs (the run cache)
+                overrides: str = "",    # config overrides for every run, separated by semicolons
+                progress: bool = True,
+               ) -> dict: # out, work, runs (Paths), extra (overrides), roots (corpus_roots), clotho (its CSV folder), relevance (CSV path)
+    "A table notebook's parameters as folders and overrides; the main corpus generated when it is missing; `out` created."
+    # `lasr reproduce` passes every path (relative to the folder it runs the notebook in); opened in JupyterLab,
+    # the defaults are resolved against the repository (the folder with settings.ini), not the working folder
+    home = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "settings.ini").is_file() and (p / "nbs").is_dir()),
+                Path.cwd())
+    out = Path(out) if out else home / "reports" / preset
+    work = Path(work) if work else home / "reports" / "work"
+    runs = Path(runs) if runs else out / "runs"
+    extra = tuple(o.strip() for o in overrides.split(";") if o.strip())
+    roots = corpus_roots(preset, work, Path(data_root) if data_root else None)
+    if not data_root: ensure_corpus(preset, "main", roots["main"], progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    return {"out": out, "work": work, "runs": runs, "extra": extra, "roots": roots,
+            "clotho": roots["main"] / "CLOTHO_v2.1" / "clotho_csv_files", "relevance": roots["main"] / "relevance_evaluation.csv"}
+
+# %% ../nbs/11_study.ipynb #d0910275
 def run_cells(cells: list[Cell], preset: str, roots: dict[str, Path], runs: Path, extra: tuple[str, ...] = (),
               stage1: Path | None = None, device: str = "auto", progress: bool = True) -> list[Path]:
     "Every cell's run folder, running those the cache does not hold yet (with a progress bar over cells)."
@@ -413,6 +467,129 @@ def run_cells(cells: list[Cell], preset: str, roots: dict[str, Path], runs: Path
         print(f"{c.key}: {'ran' if ran else 'cached'} run {d.name}" + (f" in {time.time() - t:.0f} s" if ran else ""))
         dirs.append(d)
     return dirs
+
+# %% ../nbs/11_study.ipynb #d38a7939
+TABLE1_AUDIO = tuple(dict.fromkeys(a for a, _ in PAPER_TABLE1))   # every encoder of the report's Table 1 grid
+TABLE1_TEXT = tuple(dict.fromkeys(t for _, t in PAPER_TABLE1))
+RELEVANCE_FILE = "relevance_evaluation.csv"
+
+def _size(n: float) -> str: return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+def _cache_estimate(paths: list, sample_rate: int, seconds: float, sample: int = 300) -> float:
+    "Bytes the cache of these files takes (int16, up to `seconds` each), from the durations of a sample of them."
+    import random, soundfile as sf
+    present = [p for p in paths if Path(p).is_file()]
+    if not present: return 0.0
+    pick = random.Random(0).sample(present, min(sample, len(present)))
+    durs = []
+    for p in pick:
+        try: i = sf.info(str(p)); durs.append(min(i.frames / i.samplerate, seconds))
+        except Exception: pass
+    return (sum(durs) / max(len(durs), 1)) * len(paths) * sample_rate * 2
+
+# %% ../nbs/11_study.ipynb #6c07a3a5
+def _check_corpora(cfg, root: Path) -> tuple[list[tuple[bool, str, str]], float]:
+    "One line per corpus split the study reads, and the bytes their caches will take."
+    from lasr.data import read_split, run_splits, WAVCAPS_SOURCES, wavcaps_base
+    a = cfg.audio
+    where = {"clotho": "ROOT/CLOTHO_v2.1/clotho_csv_files/clotho_captions_<split>.csv + clotho_audio_files/<split>/",
+             "audiocaps": "ROOT/AUDIOCAPS/<split>.csv + AUDIOCAPS/audio_32000Hz/<split>/<youtube_id>_<start>.flac",
+             "wavcaps": "ROOT/WavCaps/json_files/<source>/*.json + WavCaps/Audio/<source>/<id>.flac"}
+    lines, total = [], 0.0
+    for corpus, split in run_splits(cfg, unique=True):
+        try: sp = read_split(root, corpus, split)
+        except Exception as e:
+            lines.append((False, f"corpus {corpus}/{split}", f"{e}. Expected layout: {where.get(corpus, '?')}")); continue
+        missing = sum(p.kind == "missing" for p in sp.problems)
+        other = len(sp.problems) - missing
+        jdir = wavcaps_base(root) / "json_files"
+        absent = [s for s in WAVCAPS_SOURCES if not list((jdir / s).glob("*.json"))] if corpus == "wavcaps" else []
+        est = _cache_estimate(sp.audio_paths, a.sample_rate, a.max_seconds)
+        total += est
+        ok = missing == 0 and not absent and len(sp) > 0
+        msg = (f"{len(sp)} audio files listed, {len(sp) - missing} present" + (f", {missing} missing" if missing else "")
+               + (f", {other} other problem(s) (run lasr validate)" if other else "")
+               + (f"; sources without a JSON file: {', '.join(absent)}" if absent else "")
+               + f"; cache about {_size(est)}")
+        lines.append((ok, f"corpus {corpus}/{split}", msg + ("" if ok else f". Layout: {where[corpus]}")))
+    return lines, total
+
+# %% ../nbs/11_study.ipynb #7336ab63
+def _check_weights(cfg, table1: bool) -> list[tuple[bool, str, str]]:
+    "Every pretrained weight file or folder the run (and with `table1` the Table 1 grid) loads."
+    from lasr.encoders import torch_hub_file, hf_folder, text_folder, load_tokenizer
+    lines = []
+    def audio(name, weights=""):
+        spec = AUDIO_ENCODERS[name]
+        try:
+            p = torch_hub_file(PASST_FILE, PASST_URL, weights) if spec.family == "passt" else \
+                hf_folder(spec.source, weights, f"audio encoder {name}")
+            lines.append((True, f"audio weights {name}", str(p)))
+        except Exception as e: lines.append((False, f"audio weights {name}", str(e)))
+    def text(name, weights=""):
+        try:
+            p = text_folder(name, weights); load_tokenizer(str(p))
+            lines.append((True, f"text weights {name}", f"{p} (model and tokenizer)"))
+        except Exception as e: lines.append((False, f"text weights {name}", str(e)))
+    if cfg.audio.pretrained: audio(cfg.audio.encoder, cfg.audio.weights)
+    if cfg.text.pretrained: text(cfg.text.encoder, cfg.text.weights)
+    if table1:
+        for n in TABLE1_AUDIO:
+            if n != cfg.audio.encoder or not cfg.audio.pretrained: audio(n)
+        for n in TABLE1_TEXT:
+            if n != cfg.text.encoder or not cfg.text.pretrained: text(n)
+    return lines
+
+# %% ../nbs/11_study.ipynb #67dcb134
+def _check_machine(cfg, cache_bytes: float, gpu: bool) -> list[tuple[bool, str, str]]:
+    "Python packages the encoders need, the GPU, and the cache folder's room."
+    import importlib, shutil, tempfile, torch
+    from lasr.data import default_cache_dir
+    lines = []
+    for mod, why in (("hear21passt", "PaSST (pip install --no-deps hear21passt==0.0.26 timm==0.5.4)"),
+                     ("sentencepiece", "the DeBERTa-v3 and T5 tokenizers (pip install sentencepiece protobuf)")):
+        try: importlib.import_module(mod); lines.append((True, f"package {mod}", "importable"))
+        except ImportError: lines.append((False, f"package {mod}", f"not installed: needed for {why}"))
+    if gpu:
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n: lines.append((True, "GPU", f"{n} x {torch.cuda.get_device_name(0)}, bf16 "
+                                         f"{'yes' if torch.cuda.is_bf16_supported() else 'no (16-mixed)'}"))
+        else: lines.append((False, "GPU", f"no CUDA device visible to torch {torch.__version__} (CUDA build: "
+                                          f"{torch.version.cuda or 'no, a CPU build'}); the paper preset needs one "
+                                          f"(README, GPU section)"))
+    cdir = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache_dir()
+    if cfg.data.cache:
+        try:
+            cdir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=cdir): pass
+            free = shutil.disk_usage(cdir).free
+            ok = free > cache_bytes
+            lines.append((ok, "cache folder", f"{cdir}: {_size(free)} free, the caches need about "
+                          f"{_size(cache_bytes)}" + ("" if ok else " (set data.cache_dir or LASR_CACHE to a "
+                          "bigger disk)")))
+        except OSError as e:
+            lines.append((False, "cache folder", f"{cdir} is not writable ({e}): set data.cache_dir=DIR or LASR_CACHE"))
+    return lines
+
+# %% ../nbs/11_study.ipynb #15ad7919
+def doctor(cfg, # the study's config (preset plus overrides)
+           data_root: str | Path, # folder that holds the corpora
+           table1: bool = False, # also check the weights of every Table 1 encoder
+           gpu: bool = True, # require a CUDA GPU
+          ) -> list[tuple[bool, str, str]]: # (found, what, where it is or where it goes)
+    "What a study with `cfg` will find under `data_root` and on this machine, and what is missing."
+    root = Path(data_root)
+    if not root.is_dir(): return [(False, "data root", f"{root} does not exist")]
+    lines, cache_bytes = _check_corpora(cfg, root)
+    rel = root / RELEVANCE_FILE
+    lines.append((rel.is_file(), "2025 relevance file", str(rel) if rel.is_file() else
+                  f"not found: put the DCASE 2025 relevance CSV (query, audio_filenames) at {rel}"))
+    ex = cfg.data.exclusions
+    lines.append((bool(ex) and Path(ex).is_file(), "2025 exclusion list",
+                  f"{ex}" if ex and Path(ex).is_file() else f"{ex} does not exist" if ex else
+                  f"data.exclusions is not set, so the task's list of files to leave out of training is not "
+                  f"applied: save it e.g. as {root / 'exclusions.csv'} and add --set data.exclusions=PATH"))
+    return lines + _check_weights(cfg, table1) + _check_machine(cfg, cache_bytes, gpu)
 
 # %% ../nbs/11_study.ipynb #c0e6fd93
 TABLES = ("table1", "table2")
@@ -439,10 +616,10 @@ def check_dest(dest: Path):
         raise LasrError(f"{dest} holds files that lasr reproduce did not write ({_listing(dest)}): "
                         "move them away or choose another --out")
 
+# %% ../nbs/11_study.ipynb #0204e3ea
 def preflight(preset: str, data_root: Path | None, overrides: list[str], tables: tuple[str, ...]) -> None:
     "The paper study checks everything it needs before any work, and stops with the whole list of what is missing."
     if preset != "paper": return
-    from lasr.cli import doctor, _check_weights, _check_machine
     cfg = get_preset(preset, *overrides)
     if data_root is None:
         lines = [(False, "data root", "pass --data-root DIR: the folder that holds CLOTHO_v2.1/, AUDIOCAPS/, WavCaps/ "
@@ -454,6 +631,7 @@ def preflight(preset: str, data_root: Path | None, overrides: list[str], tables:
         raise LasrError(f"the paper study cannot start: {len(missing)} of {len(lines)} things it needs are missing "
                         "(nothing was run):\n" + "\n".join(f"  - {what}: {msg}" for what, msg in missing))
 
+# %% ../nbs/11_study.ipynb #3bc64b1d
 def reproduce(preset: str = "demo",                # paper | demo | smoke
               out: str | Path = "reports",          # results go to out/<preset>/, runs to out/<preset>/runs/
               data_root: str | Path | None = None,  # corpus folder; default: generated under out/work/
@@ -463,8 +641,7 @@ def reproduce(preset: str = "demo",                # paper | demo | smoke
               device: str = "auto",                 # where evaluation embeds
              ) -> list[Path]:                       # the tables' markdown files
     "Run the study notebooks for `preset` with papermill; replace earlier tables only when all of them succeeded."
-    import sys, tempfile, papermill as pm
-    from lasr.cli import study_dir, python_kernel, install_hint
+    import papermill as pm
     get_preset(preset, *overrides)                    # a bad preset or override fails before anything else
     if only and only not in TABLES: raise LasrError(f"--only must be one of {', '.join(TABLES)}, got {only!r}")
     if preset not in TABLE1_GRIDS: raise LasrError(f"no study for preset {preset!r}; choose one of: {', '.join(TABLE1_GRIDS)}")
@@ -472,6 +649,7 @@ def reproduce(preset: str = "demo",                # paper | demo | smoke
     root = Path(data_root).resolve() if data_root else None
     preflight(preset, root, list(overrides), tables)
     out = Path(out).resolve()
+    if out.exists() and not out.is_dir(): raise LasrError(f"--out {out} is a file, not a folder: choose another --out")
     dest, failed = out / preset, out / f"{preset}.failed"
     check_dest(dest)
     (dest / "runs").mkdir(parents=True, exist_ok=True)
@@ -492,8 +670,8 @@ def reproduce(preset: str = "demo",                # paper | demo | smoke
         if failed.exists(): shutil.rmtree(failed)
         work.rename(failed)
         if isinstance(e, pm.PapermillExecutionError):
-            hint = re.search(r"No module named '([\w.]+)'", str(e.evalue))
-            hint = f"; install it with: {install_hint(hint.group(1))}" if hint else ""
+            hint = missing_package(ModuleNotFoundError(e.evalue)) if e.ename == "ModuleNotFoundError" else None
+            hint = f" ({hint})" if hint else ""
             raise LasrError(f"the study notebook failed in cell {e.exec_count}: {e.ename}: {e.evalue}{hint} "
                             f"(executed copy with the traceback in {failed}; the previous tables in {dest} are "
                             "unchanged; finished runs are kept and the next reproduce continues from them)") from None

@@ -21,7 +21,7 @@ __all__ = ['DEMO_N_DEV', 'DEMO_N_VAL', 'DEMO_N_EVAL', 'DEMO_MIN_SECONDS', 'DEMO_
            'LONG_EVENT_SECONDS', 'LASR_CACHE', 'corpus_paths', 'db_to_amp', 'robust_level', 'set_level', 'fade',
            'coloured_noise', 'noise', 'words', 'SynthBank', 'FolderBank', 'sample_long_scene', 'sample_scene',
            'render_scene', 'make_caption', 'clip_captions', 'satisfies', 'synth_split', 'relevance', 'write_relevance',
-           'synth_files', 'synth_corpus', 'load_manifest']
+           'load_manifest', 'synth_files', 'synth_corpus']
 
 # %% ../nbs/03_synth.ipynb #2b1c3af6
 DEMO_N_DEV = 500          # development clips of the demo corpus
@@ -52,6 +52,7 @@ def db_to_amp(db: float) -> float:
     "Amplitude factor of a level in dB."
     return float(10 ** (db / 20))
 
+# %% ../nbs/03_synth.ipynb #2efd628f
 def robust_level(x: np.ndarray, # (samples,) mono
                  sr: int,       # sample rate, Hz
                 ) -> float:
@@ -63,6 +64,7 @@ def robust_level(x: np.ndarray, # (samples,) mono
     top = np.sort(p)[-max(1, m // 4):]
     return float(10 * np.log10(top.mean() + 1e-20))
 
+# %% ../nbs/03_synth.ipynb #db603cc9
 def set_level(x: np.ndarray, # (samples,) mono
               sr: int,       # sample rate, Hz
               db: float,     # target robust level, dBFS
@@ -70,6 +72,7 @@ def set_level(x: np.ndarray, # (samples,) mono
     "Scale `x` so that its `robust_level` is `db`."
     return (x * db_to_amp(db - robust_level(x, sr))).astype(np.float32)
 
+# %% ../nbs/03_synth.ipynb #acfb5b0c
 def fade(x: np.ndarray, # (samples,) mono
          sr: int,       # sample rate, Hz
          ms: float = 20.0, # ramp length, ms
@@ -81,6 +84,13 @@ def fade(x: np.ndarray, # (samples,) mono
         x = x.copy(); x[:n] *= r; x[len(x) - n:] *= r[::-1]
     return x
 
+# %% ../nbs/03_synth.ipynb #b40648b7
+def _fft_len(n: int) -> int:
+    "A fast FFT length >= n (a power of two times 1, 3/2 or 5/4)."
+    p = 1 << max(1, int(np.ceil(np.log2(max(n, 2)))))
+    return min(c for c in (p, p * 3 // 4, p * 5 // 8) if c >= max(n, 2))
+
+# %% ../nbs/03_synth.ipynb #0fd5a082
 def coloured_noise(n: int,            # samples
                    sr: int,           # sample rate, Hz
                    colour: str,       # white | pink | brown | bright | dark
@@ -98,6 +108,7 @@ def coloured_noise(n: int,            # samples
     y = np.fft.irfft(X * g, m)[:n].astype(np.float32)
     return y / (np.sqrt(np.mean(y ** 2)) + 1e-12)
 
+# %% ../nbs/03_synth.ipynb #ff92e678
 _TABLES: dict[tuple[int, str], np.ndarray] = {}
 NOISE_TABLE_SECONDS = 40.0
 
@@ -112,11 +123,6 @@ def noise(n: int, sr: int, colour: str, rng: np.random.Generator) -> np.ndarray:
     x = t[a:a + n] * np.float32(rng.choice([-1.0, 1.0]))
     return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
 
-def _fft_len(n: int) -> int:
-    "A fast FFT length >= n (a power of two times 1, 3/2 or 5/4)."
-    p = 1 << max(1, int(np.ceil(np.log2(max(n, 2)))))
-    return min(c for c in (p, p * 3 // 4, p * 5 // 8) if c >= max(n, 2))
-
 # %% ../nbs/03_synth.ipynb #24c7a8c8
 _STOP = set("a an the of and with in on at to that is are can be it its as by for from over "
             "then first finally after before there some one two three sounds sound clip heard "
@@ -126,12 +132,14 @@ def words(text: str) -> set[str]:
     "Lower-case content words of a caption (what paraphrases must differ in)."
     return {w for w in re.findall(r"[a-z]+", text.lower()) if w not in _STOP}
 
+# %% ../nbs/03_synth.ipynb #9dc27abe
 def _pick(rng: np.random.Generator, options: list, used: set[str], key=lambda o: o):
     "Choose one option, preferring those whose words are not in `used` yet."
     fresh = [o for o in options if not (words(key(o)) & used)]
     pool = fresh or options
     return pool[int(rng.integers(len(pool)))]
 
+# %% ../nbs/03_synth.ipynb #0d654366
 def _article(np_: str) -> str:
     "`a` or `an` before a phrase."
     return "an" if np_[:1].lower() in "aeiou" else "a"
@@ -210,9 +218,36 @@ _POST = {
     ("colour", "dark"): ["full of low frequencies", "like distant thunder"],
 }
 
+# %% ../nbs/03_synth.ipynb #87d84ae8
 def _forms(table: dict, kind: str, attr: str, value: str) -> list[str]:
     "Words for `attr=value` of a `kind`, kind-specific first."
     return table.get((kind, attr, value)) or table[(attr, value)]
+
+# %% ../nbs/03_synth.ipynb #345ff972
+def _onsets(n: int, sr: int, rate: float, rng: np.random.Generator, jitter: float = 0.06) -> np.ndarray:
+    "Sample indices of events at `rate` per second with a little timing jitter."
+    period = sr / rate
+    k = np.arange(0, max(1, int(n / period) + 1))
+    on = (k * period + rng.uniform(-jitter, jitter, len(k)) * period + 0.02 * sr).astype(np.int64)
+    return on[(on >= 0) & (on < n)]
+
+# %% ../nbs/03_synth.ipynb #24c27740
+def _gate(n: int, sr: int, rate: float, duty: float, rng: np.random.Generator) -> np.ndarray:
+    "On/off envelope (n,) of events at `rate` per second, each on for `duty` of a period, 5 ms ramps."
+    on = _onsets(n, sr, rate, rng)
+    length = int(duty * sr / rate)
+    idx = np.searchsorted(on, np.arange(n), side="right") - 1
+    since = np.where(idx >= 0, np.arange(n) - on[np.maximum(idx, 0)], n)
+    ramp = 0.005 * sr
+    return np.clip(np.minimum(since, length - since) / ramp, 0, 1).astype(np.float32)
+
+# %% ../nbs/03_synth.ipynb #3ea3167a
+def _impulse_conv(onsets: np.ndarray, ker: np.ndarray, n: int) -> np.ndarray:
+    "Sum of copies of `ker` starting at each onset, cut to `n` samples (FFT convolution)."
+    train = np.zeros(n, np.float32); train[onsets] = 1.0
+    m = _fft_len(n + len(ker))
+    y = np.fft.irfft(np.fft.rfft(train, m) * np.fft.rfft(ker, m), m)[:n]
+    return y.astype(np.float32)
 
 # %% ../nbs/03_synth.ipynb #6f6fae3e
 class SynthBank:
@@ -324,29 +359,6 @@ class SynthBank:
             phrase = f"{phrase} {post}"
         return phrase, claim
 
-def _onsets(n: int, sr: int, rate: float, rng: np.random.Generator, jitter: float = 0.06) -> np.ndarray:
-    "Sample indices of events at `rate` per second with a little timing jitter."
-    period = sr / rate
-    k = np.arange(0, max(1, int(n / period) + 1))
-    on = (k * period + rng.uniform(-jitter, jitter, len(k)) * period + 0.02 * sr).astype(np.int64)
-    return on[(on >= 0) & (on < n)]
-
-def _gate(n: int, sr: int, rate: float, duty: float, rng: np.random.Generator) -> np.ndarray:
-    "On/off envelope (n,) of events at `rate` per second, each on for `duty` of a period, 5 ms ramps."
-    on = _onsets(n, sr, rate, rng)
-    length = int(duty * sr / rate)
-    idx = np.searchsorted(on, np.arange(n), side="right") - 1
-    since = np.where(idx >= 0, np.arange(n) - on[np.maximum(idx, 0)], n)
-    ramp = 0.005 * sr
-    return np.clip(np.minimum(since, length - since) / ramp, 0, 1).astype(np.float32)
-
-def _impulse_conv(onsets: np.ndarray, ker: np.ndarray, n: int) -> np.ndarray:
-    "Sum of copies of `ker` starting at each onset, cut to `n` samples (FFT convolution)."
-    train = np.zeros(n, np.float32); train[onsets] = 1.0
-    m = _fft_len(n + len(ker))
-    y = np.fft.irfft(np.fft.rfft(train, m) * np.fft.rfft(ker, m), m)[:n]
-    return y.astype(np.float32)
-
 # %% ../nbs/03_synth.ipynb #bae41d59
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
 
@@ -451,6 +463,7 @@ def sample_long_scene(bank, rng: np.random.Generator, min_seconds: float = LONG_
     bg = ("hiss", "rumble", "silence")[int(rng.integers(3))]
     return {"duration": dur, "background": bg, "sources": srcs}
 
+# %% ../nbs/03_synth.ipynb #d10276f2
 def sample_scene(bank, rng: np.random.Generator, min_seconds: float, max_seconds: float) -> dict:
     "A random scene: duration (s), background and 1-3 timed sources with their attributes."
     dur = round(float(rng.uniform(min_seconds, max_seconds)), 2)
@@ -470,6 +483,7 @@ def sample_scene(bank, rng: np.random.Generator, min_seconds: float, max_seconds
     bg = ("hiss", "rumble", "silence")[int(rng.integers(3))]
     return {"duration": dur, "background": bg, "sources": srcs}
 
+# %% ../nbs/03_synth.ipynb #4e9fac81
 def render_scene(scene: dict, bank, sr: int, rng: np.random.Generator) -> np.ndarray:
     "Mix a scene into a float32 waveform (samples,) at `sr`, peak at most 0.99."
     n = int(round(scene["duration"] * sr))
@@ -489,6 +503,7 @@ def _and(xs: list[str]) -> str:
     "`a`, `a and b`, `a, b and c`."
     return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
 
+# %% ../nbs/03_synth.ipynb #046c8b35
 _NUM = {1: "one", 2: "two", 3: "three"}
 
 # (template, flags): flags order/first/last/count; {list} = all phrases, {a}/{b}/{c} = in time order
@@ -519,6 +534,15 @@ def _fill(tpl: str, phrases: list[str]) -> str:
     d = dict(zip("abc", phrases), list=_and(phrases), n=_NUM.get(len(phrases), str(len(phrases))))
     return tpl.format(**d)
 
+# %% ../nbs/03_synth.ipynb #a301c6fc
+def _draw_template(n: int, rng: np.random.Generator) -> tuple[str, str]:
+    "A sentence template for `n` sources: ordered ones 60% of the time when there are several."
+    if n == 1: pool = _SINGLE
+    elif rng.random() < 0.6: pool = _ORDERED2 if n == 2 else _ORDERED3
+    else: pool = _UNORDERED
+    return pool[int(rng.integers(len(pool)))]
+
+# %% ../nbs/03_synth.ipynb #05b73e06
 _DETAIL = {1: [0.2, 0.45, 0.35], 2: [0.35, 0.45, 0.2], 3: [0.5, 0.4, 0.1]}   # P(1, 2, 3 attributes per source)
 
 def make_caption(scene: dict, bank, rng: np.random.Generator, used: set[str], template: tuple[str, str] | None = None,
@@ -553,13 +577,7 @@ def make_caption(scene: dict, bank, rng: np.random.Generator, used: set[str], te
         if miss == 0: break
     return best[0], best[1]
 
-def _draw_template(n: int, rng: np.random.Generator) -> tuple[str, str]:
-    "A sentence template for `n` sources: ordered ones 60% of the time when there are several."
-    if n == 1: pool = _SINGLE
-    elif rng.random() < 0.6: pool = _ORDERED2 if n == 2 else _ORDERED3
-    else: pool = _UNORDERED
-    return pool[int(rng.integers(len(pool)))]
-
+# %% ../nbs/03_synth.ipynb #043b5d29
 def clip_captions(scene: dict, bank, rng: np.random.Generator, n: int = 5,
                   avoid: set[str] = frozenset()) -> tuple[list[str], list[dict]]:
     "`n` captions of `scene` with distinct templates and distinct word sets (none in `avoid`), and their claims."
@@ -601,10 +619,12 @@ def _bank(bank) -> Any:
     if str(bank) == "synth": return SynthBank()
     return FolderBank(bank)
 
+# %% ../nbs/03_synth.ipynb #9a2d4477
 def _scene_json(scene: dict) -> dict:
     "A scene with plain-JSON values."
     return json.loads(json.dumps(scene))
 
+# %% ../nbs/03_synth.ipynb #53f0c68d
 def synth_split(root: Path, split: str, n: int, seed: int, bank, sr: int, min_seconds: float,
                 max_seconds: float, progress: bool = False, long_fraction: float = 0.0) -> dict[str, dict]:
     "Write one split (audio and captions CSV); returns {file_name: {scene, captions, claims}}."
@@ -635,6 +655,7 @@ def synth_split(root: Path, split: str, n: int, seed: int, bank, sr: int, min_se
         for name, rec in out.items(): w.writerow([name] + rec["captions"])
     return out
 
+# %% ../nbs/03_synth.ipynb #fecd9124
 def relevance(clips: dict[str, dict]) -> list[tuple[str, list[str]]]:
     "For each caption of `clips`, the sorted file names of every clip whose scene satisfies its claim."
     rows = []
@@ -645,6 +666,7 @@ def relevance(clips: dict[str, dict]) -> list[tuple[str, list[str]]]:
             rows.append((cap, rel))
     return rows
 
+# %% ../nbs/03_synth.ipynb #6713144a
 def write_relevance(path: Path, rows: list[tuple[str, list[str]]]) -> Path:
     "Write the 2025 annotation CSV: `query,audio_filenames` (a Python list literal), one row per distinct query."
     merged: dict[str, set[str]] = {}
@@ -654,6 +676,13 @@ def write_relevance(path: Path, rows: list[tuple[str, list[str]]]) -> Path:
         w.writerow(["query", "audio_filenames"])
         for q, rel in merged.items(): w.writerow([q, repr(sorted(rel))])
     return path
+
+# %% ../nbs/03_synth.ipynb #9a714ad0
+def load_manifest(root: str | Path) -> dict:
+    "The manifest written by `synth_corpus` (arguments, version, scenes, evaluation claims)."
+    p = Path(root)/MANIFEST
+    if not p.exists(): raise LasrError(f"{p} not found: {root} is not a corpus written by `lasr synth`")
+    return json.loads(p.read_text())
 
 # %% ../nbs/03_synth.ipynb #b7d3e1a0
 LASR_CACHE = ".lasr_cache"   # the waveform cache lasr keeps beside a corpus (lasr.data)
@@ -667,6 +696,7 @@ def synth_files(root: str | Path) -> set[Path]:
     files = {P["relevance"], P["manifest"]} | {P[f"captions_{s}"] for s in SPLITS}
     return files | {P[f"audio_{s}"]/name for s in SPLITS for name in m.get("scenes", {}).get(s, {})}
 
+# %% ../nbs/03_synth.ipynb #57c6fb98
 def _clear_out(root: Path, force: bool):
     "Refuse a non-empty `root` (unless `force` and all of it is an earlier corpus); remove that earlier corpus."
     if root.is_file(): raise LasrError(f"{root} is a file, not a folder")
@@ -684,7 +714,6 @@ def _clear_out(root: Path, force: bool):
     for d in sorted((d for d in root.rglob("*") if d.is_dir() and LASR_CACHE not in d.relative_to(root).parts),
                     key=lambda d: len(d.parts), reverse=True):
         if not any(d.iterdir()): d.rmdir()
-
 
 # %% ../nbs/03_synth.ipynb #62fda5a3
 def synth_corpus(out: str | Path,                  # corpus root to write
@@ -730,9 +759,3 @@ def synth_corpus(out: str | Path,                  # corpus root to write
         import sys
         print(f"wrote {n_dev}+{n_val}+{n_eval} clips to {root} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return root
-
-def load_manifest(root: str | Path) -> dict:
-    "The manifest written by `synth_corpus` (arguments, version, scenes, evaluation claims)."
-    p = Path(root)/MANIFEST
-    if not p.exists(): raise LasrError(f"{p} not found: {root} is not a corpus written by `lasr synth`")
-    return json.loads(p.read_text())

@@ -11,16 +11,16 @@ import numpy as np
 import torch
 from torch import nn, Tensor
 
-from .core import (Config, LasrError, save_config, load_config, to_dict, live_progress, keep_freed_memory,
-                       from_dict, seed_everything, provenance)
+from .core import (Config, LasrError, save_config, load_config, to_dict, live_progress, from_dict,
+                       seed_everything, provenance)
 
 # %% auto #0
-__all__ = ['BF16_MAX_DELTA', 'BF16_ALLOWED_POINTS', 'lr_at', 'lr_lambda', 'save_checkpoint', 'weights_sha256', 'strip_prefixes',
-           'load_checkpoint', 'load_state_into', 'gather_rows', 'first_rows', 'unique_split', 'embed_batch',
+__all__ = ['BF16_MAX_DELTA', 'BF16_ALLOWED_POINTS', 'lr_at', 'lr_lambda', 'save_checkpoint', 'strip_prefixes', 'load_checkpoint',
+           'weights_sha256', 'load_state_into', 'gather_rows', 'first_rows', 'unique_split', 'embed_batch',
            'split_metrics', 'RetrievalModule', 'BestCheckpoint', 'RngState', 'FlushLogs', 'CtrlC', 'process_rank',
-           'data_fingerprint', 'cpu_has_fast_bf16', 'resolved_precision', 'EpochLog', 'train', 'lasr_command',
-           'run_lasr', 'resolve_device', 'inference_precision', 'load_model', 'embed_audio', 'embed_text',
-           'recall_curve', 'plot_recall', 'evaluate']
+           'data_fingerprint', 'cpu_has_fast_bf16', 'uses_gpu', 'resolved_precision', 'trainer_kwargs', 'EpochLog',
+           'train', 'lasr_command', 'run_lasr', 'resolve_device', 'inference_precision', 'load_model', 'embed_audio',
+           'embed_text', 'recall_curve', 'plot_recall', 'evaluate']
 
 # %% ../nbs/07_train.ipynb #27a18d77
 def lr_at(step: int,            # optimiser steps taken so far (0-based)
@@ -39,8 +39,6 @@ def lr_lambda(cfg: Config, steps_per_epoch: int):
     return lambda step: lr_at(step, steps_per_epoch, o.lr, o.min_lr, o.warmup_epochs, o.cosine_epochs) / o.lr
 
 # %% ../nbs/07_train.ipynb #2aef9007
-_PREFIXES = ("module.", "_orig_mod.", "model.")
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -53,6 +51,7 @@ def _ckpt_paths(path: str | Path) -> tuple[Path, Path]:
     stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
+# %% ../nbs/07_train.ipynb #6470a23e
 def save_checkpoint(model: nn.Module,    # the model whose state_dict is saved
                     path: str | Path,    # checkpoint stem or .safetensors path
                     cfg: Config,         # run config, stored in the sidecar
@@ -71,14 +70,8 @@ def save_checkpoint(model: nn.Module,    # the model whose state_dict is saved
     os.replace(tmp_s, sidecar)
     return weights
 
-def weights_sha256(state: dict[str, Tensor]) -> str:
-    "SHA-256 of a state dict's names, dtypes, shapes and bytes (the same for a model and its saved checkpoint)."
-    h = hashlib.sha256()
-    for k in sorted(state):
-        v = state[k].detach().to("cpu")
-        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}\n".encode())
-        h.update(memoryview(v.contiguous().reshape(-1).view(torch.uint8).numpy()))
-    return h.hexdigest()
+# %% ../nbs/07_train.ipynb #0b95264a
+_PREFIXES = ("module.", "_orig_mod.", "model.")
 
 def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
     "Remove wrapper prefixes (`module.` from DDP, `_orig_mod.` from torch.compile, `model.` from Lightning)."
@@ -92,6 +85,7 @@ def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
         out[k] = v
     return out
 
+# %% ../nbs/07_train.ipynb #2e6b2b9d
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     "Weights and sidecar of a checkpoint, verified against the sidecar's hash."
     from safetensors.torch import load_file
@@ -109,6 +103,17 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     except (SafetensorError, OSError) as e: raise LasrError(f"{weights}: cannot read checkpoint ({e})") from None
     return strip_prefixes(state), info
 
+# %% ../nbs/07_train.ipynb #e485464f
+def weights_sha256(state: dict[str, Tensor]) -> str:
+    "SHA-256 of a state dict's names, dtypes, shapes and bytes (the same for a model and its saved checkpoint)."
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().to("cpu")
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}\n".encode())
+        h.update(memoryview(v.contiguous().reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+# %% ../nbs/07_train.ipynb #dcc188d4
 def load_state_into(model: nn.Module, state: dict[str, Tensor], info: dict, source: str = "checkpoint") -> nn.Module:
     "Load `state` into `model`, explaining any mismatch (other preset, other encoders)."
     own = model.state_dict()
@@ -149,6 +154,7 @@ def first_rows(keys: Tensor, # (rows,) integer key of every row, e.g. audio_inde
     keep = torch.ones_like(k, dtype=torch.bool); keep[1:] = k[1:] != k[:-1]
     return order[keep]
 
+# %% ../nbs/07_train.ipynb #6f314dcc
 def unique_split(audio: Tensor, audio_index: Tensor, # (rows, E) audio embeddings and (rows,) their audio_index
                  text: Tensor, targets: Tensor, caption_pos: Tensor, # (C, E) captions, (C,) their audio_index, (C,) index within the clip
                 ) -> tuple[Tensor, Tensor, Tensor]: # audio (items, E), text (queries, E), targets (queries,) as row of audio
@@ -161,7 +167,6 @@ def unique_split(audio: Tensor, audio_index: Tensor, # (rows, E) audio embedding
     row[audio_index] = torch.arange(len(audio_index), device=audio_index.device)
     return audio, text, row[targets]
 
-
 # %% ../nbs/07_train.ipynb #f2208e24
 @torch.no_grad()
 def embed_batch(model, batch: dict, device) -> tuple[Tensor, Tensor, Tensor]:
@@ -173,6 +178,7 @@ def embed_batch(model, batch: dict, device) -> tuple[Tensor, Tensor, Tensor]:
     t = model.embed_text(caps).float() if caps else a.new_zeros((0, a.shape[1]))
     return a, t, tgt
 
+# %% ../nbs/07_train.ipynb #c6e653bd
 def split_metrics(audio: Tensor,        # (items, E) unit-norm audio embeddings, in audio_index order
                   text: Tensor,         # (queries, E) unit-norm caption embeddings
                   targets: Tensor,      # (queries,) audio_index of each caption
@@ -284,6 +290,7 @@ class RngState(L.Callback):
         torch.set_rng_state(s["torch"])
         if s["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
+# %% ../nbs/07_train.ipynb #19f24e50
 class FlushLogs(L.Callback):
     "Write the CSV log out before each resume checkpoint is: a run killed after a checkpoint keeps its curves up to it."
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):   # Lightning writes the file after this hook
@@ -329,23 +336,31 @@ def data_fingerprint(split) -> str:
         h.update(f"{n}\t{Path(p).stat().st_size if Path(p).exists() else -1}\t{'|'.join(caps)}\n".encode())
     return h.hexdigest()
 
+# %% ../nbs/07_train.ipynb #1b648b96
 def cpu_has_fast_bf16() -> bool:
     "Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 autocast is emulated and slow."
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
+# %% ../nbs/07_train.ipynb #2a6ec83f
+def uses_gpu(cfg: Config) -> bool:
+    "Whether a run of `cfg` trains on CUDA GPUs here: torch sees one and `run.accelerator` allows it (auto, gpu, cuda)."
+    return torch.cuda.is_available() and cfg.run.accelerator in ("auto", "gpu", "cuda")
+
+# %% ../nbs/07_train.ipynb #b0c577d5
 def resolved_precision(cfg: Config) -> str:
     "Lightning's precision that a run of `cfg` trains in on this machine (run.precision auto: bf16-mixed where it is fast)."
     r = cfg.run
-    gpu = torch.cuda.is_available() and r.accelerator in ("auto", "gpu", "cuda")
+    gpu = uses_gpu(cfg)
     precision = r.precision if r.precision != "auto" else ("bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else
                                                            "16-mixed" if gpu else
                                                            "bf16-mixed" if cpu_has_fast_bf16() else "32-true")
     return "32-true" if precision == "32" else precision
 
-def _trainer_kwargs(cfg: Config) -> dict:
+# %% ../nbs/07_train.ipynb #70b39efe
+def trainer_kwargs(cfg: Config) -> dict:
     "accelerator / devices / precision / strategy from the run config (the paper's GPU settings: nbs/index.ipynb#the-system)."
     r = cfg.run
-    gpu = torch.cuda.is_available() and r.accelerator in ("auto", "gpu", "cuda")
+    gpu = uses_gpu(cfg)
     n = torch.cuda.device_count() if gpu and r.devices == "auto" else (len(r.devices.split(",")) if "," in r.devices else
         (int(r.devices) if r.devices.isdigit() else 1))
     precision = resolved_precision(cfg)
@@ -358,6 +373,7 @@ def _trainer_kwargs(cfg: Config) -> dict:
         strategy = DDPStrategy(find_unused_parameters=strategy.endswith("_true"), gradient_as_bucket_view=True)
     return dict(accelerator="gpu" if gpu else "cpu", devices=devices, precision=precision, strategy=strategy)
 
+# %% ../nbs/07_train.ipynb #278859be
 def _check_resume(cfg: Config, out: Path) -> Config:
     "The config of the run being resumed; any difference from `cfg` is an error."
     saved = load_config(out / "config.json")
@@ -368,6 +384,7 @@ def _check_resume(cfg: Config, out: Path) -> Config:
                         ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:5]))
     return saved
 
+# %% ../nbs/07_train.ipynb #7a6ee416
 def _check_lightning_checkpoint(path: Path) -> None:
     "A clear error, instead of a traceback from inside Lightning, when the checkpoint to resume from is unreadable."
     try: torch.load(path, map_location="cpu", weights_only=False, mmap=True)   # mmap: no tensor data is read
@@ -377,6 +394,7 @@ def _check_lightning_checkpoint(path: Path) -> None:
                         "its save interrupted?). Delete it and run the same command again to restart this stage "
                         "from its first epoch") from None
 
+# %% ../nbs/07_train.ipynb #38106acd
 class EpochLog(L.Callback):
     "One line per epoch on stderr, for logs that are files: no carriage-return progress stream."
     def __init__(self, stage: str = ""): self.stage, self.t0 = stage, time.time()
@@ -390,6 +408,13 @@ class EpochLog(L.Callback):
         print(f"{self.stage}epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: step {trainer.global_step}, "
               f"{time.time() - self.t0:.1f} s" + "".join(f", {x}" for x in parts), file=sys.stderr, flush=True)
 
+# %% ../nbs/07_train.ipynb #496cc9ee
+def _resolve_checkpoint(path: str | Path) -> Path:
+    "A run folder means its best checkpoint; otherwise the checkpoint path itself."
+    path = Path(path)
+    return path / "best.safetensors" if path.is_dir() else path
+
+# %% ../nbs/07_train.ipynb #e90223e5
 def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: bool,
                callbacks: list, train_corpora: str | None, init_from: str) -> dict:
     "Train one stage into `out`; returns its summary."
@@ -423,7 +448,7 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
     cbs.append(TQDMProgressBar(refresh_rate=max(1, len(dm.train_dataloader()) // 20)) if progress else
                EpochLog("pretrain " if train_corpora else ""))
     o = cfg.optim
-    trainer = L.Trainer(**_trainer_kwargs(cfg), max_epochs=o.epochs, max_steps=cfg.run.max_steps,
+    trainer = L.Trainer(**trainer_kwargs(cfg), max_epochs=o.epochs, max_steps=cfg.run.max_steps,
                         logger=CSVLogger(out, name="logs"), callbacks=cbs, num_sanity_val_steps=0,
                         check_val_every_n_epoch=cfg.run.val_every, log_every_n_steps=1,
                         gradient_clip_val=o.grad_clip or None, enable_progress_bar=progress,
@@ -455,11 +480,7 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
     if not trainer.is_global_zero: summary["best"] = json.loads(best.read_text()).get("metrics") if best.exists() else None
     return summary
 
-def _resolve_checkpoint(path: str | Path) -> Path:
-    "A run folder means its best checkpoint; otherwise the checkpoint path itself."
-    path = Path(path)
-    return path / "best.safetensors" if path.is_dir() else path
-
+# %% ../nbs/07_train.ipynb #d761fec4
 def train(cfg: Config,                 # the run's config
           data_root: str | Path,       # folder holding the corpora (e.g. CLOTHO_v2.1/)
           out: str | Path,             # run folder to create (or to continue with resume=True)
@@ -485,7 +506,6 @@ def train(cfg: Config,                 # the run's config
                "files that lasr train did not write"
         raise LasrError(f"--out {out} is not empty and holds {what}: {', '.join(names[:5])}"
                         f"{f' and {len(names) - 5} more' if len(names) > 5 else ''}; choose a new or empty folder")
-    keep_freed_memory()   # about 2x faster steps on CPU (00_core); memory stays at its peak
     # a process-wide setting: restored afterwards, so that training leaves no global state behind
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(cfg.run.matmul_precision)
@@ -507,9 +527,6 @@ def train(cfg: Config,                 # the run's config
     return summary
 
 # %% ../nbs/07_train.ipynb #3e7d5a11
-_LAUNCH_VARS = ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
-                "MASTER_ADDR", "MASTER_PORT")
-
 def lasr_command() -> list[str]:
     "The argv prefix that runs this installation's `lasr` command with this Python."
     import shutil, sys
@@ -518,6 +535,10 @@ def lasr_command() -> list[str]:
     if script is None: raise LasrError(f"the lasr command was not found beside {sys.executable} or on PATH: "
                                        "install the package (pip install -e .) into this environment")
     return [sys.executable, str(script)]
+
+# %% ../nbs/07_train.ipynb #736cd205
+_LAUNCH_VARS = ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+                "MASTER_ADDR", "MASTER_PORT")
 
 def run_lasr(*args,              # the command line after `lasr`, e.g. "train", "--preset", "demo", ...
              echo: bool = True,  # print the output as it comes (into the notebook's output)
@@ -540,7 +561,6 @@ def run_lasr(*args,              # the command line after `lasr`, e.g. "train", 
     if echo: sys.stdout.flush()
     return "".join(lines)
 
-
 # %% ../nbs/07_train.ipynb #99eae98d
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     "`auto` (or None): the first CUDA GPU when there is one, else the CPU; otherwise the device named."
@@ -553,10 +573,12 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise LasrError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
     return dev
 
+# %% ../nbs/07_train.ipynb #a29814f6
 # bf16 embeddings of the demo's full system moved its retrieval metrics by at most BF16_MAX_DELTA points (x100)
 # against float32 (reports/bf16_check.json: R@5 by 0.8, i.e. 4 of 500 queries); "auto" picks bf16 where the CPU
 # has it only within BF16_ALLOWED_POINTS, so today it stays float32
 BF16_MAX_DELTA = 0.8
+
 BF16_ALLOWED_POINTS = 0.5   # the largest metric change (x100) that bf16 embeddings may cause to be the default
 
 def inference_precision(precision: str = "auto", # auto | 32 | bf16
@@ -568,6 +590,7 @@ def inference_precision(precision: str = "auto", # auto | 32 | bf16
     ok = BF16_MAX_DELTA is not None and BF16_MAX_DELTA <= BF16_ALLOWED_POINTS
     return "bf16" if torch.device(device).type == "cpu" and ok and cpu_has_fast_bf16() else "32"
 
+# %% ../nbs/07_train.ipynb #57100b6e
 def load_model(run: str | Path,            # run folder (uses best.safetensors) or a checkpoint path
                device: str | torch.device | None = "auto", # auto: the GPU when there is one, else the CPU
                precision: str = "auto"):   # of embedding: auto (bf16 on a CPU with bf16 instructions) | 32 | bf16
@@ -584,6 +607,7 @@ def load_model(run: str | Path,            # run folder (uses best.safetensors) 
     model.precision = inference_precision(precision, dev)
     return model.to(dev).eval()
 
+# %% ../nbs/07_train.ipynb #6fb89798
 @torch.no_grad()
 def embed_audio(model,                       # from `load_model`
                 audio: list,                 # clips: file paths or 1-D float arrays at `sample_rate`
@@ -608,6 +632,7 @@ def embed_audio(model,                       # from `load_model`
            for s in range(0, len(wavs), batch_size)]
     return torch.cat(out).float().cpu().numpy()
 
+# %% ../nbs/07_train.ipynb #ef485dfb
 @torch.no_grad()
 def embed_text(model, texts: list[str], batch_size: int = 256) -> np.ndarray: # (texts, E) unit-norm
     "Embed captions or queries with a trained model (the text encoder normalises them as in training)."
@@ -637,6 +662,7 @@ def _embeddings(model, split, cfg: Config, cache: Path | None, progress: bool, d
         os.replace(tmp, cache)
     return audio, text
 
+# %% ../nbs/07_train.ipynb #44f7d897
 def recall_curve(sim: np.ndarray, targets: np.ndarray, k_max: int = 50) -> "pd.DataFrame":
     "R@k for k = 1..k_max (pessimistic ties) as a DataFrame with columns k, recall."
     import pandas as pd
@@ -645,6 +671,7 @@ def recall_curve(sim: np.ndarray, targets: np.ndarray, k_max: int = 50) -> "pd.D
     ks = np.arange(1, min(k_max, sim.shape[1]) + 1)
     return pd.DataFrame({"k": ks, "recall": [(r < k).mean() for k in ks]})
 
+# %% ../nbs/07_train.ipynb #b6ea98b1
 def plot_recall(curve, path: Path, title: str, chance_items: int) -> Path:
     "Seaborn figure of recall at k, with the chance line k/N."
     import matplotlib; matplotlib.use("Agg", force=False)
@@ -657,6 +684,7 @@ def plot_recall(curve, path: Path, title: str, chance_items: int) -> Path:
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
     return path
 
+# %% ../nbs/07_train.ipynb #1417b39d
 def evaluate(run: str | Path,                  # run folder (or checkpoint)
              data_root: str | Path,            # folder holding the corpus
              split: str = "evaluation",
@@ -673,7 +701,6 @@ def evaluate(run: str | Path,                  # run folder (or checkpoint)
     from lasr.data import RetrievalDataModule
     from lasr.metrics import query_values, summarize, bootstrap_ci, relevance_matrix, write_predictions, read_relevance_csv
     run = Path(run)
-    keep_freed_memory()
     model = load_model(run, device, precision)
     cfg = model.cfg
     dm = RetrievalDataModule(cfg, data_root, progress=progress)

@@ -1,17 +1,35 @@
-"""Shared test setup: every test runs with empty model caches (none may read, or depend on, the torch hub or
-Hugging Face cache of its machine) and lasr's data caches in a temporary folder, never the user's ~/.cache/lasr."""
-import atexit, os, shutil, sys, tempfile
+"""Shared test setup.
+
+- Every test runs with empty model caches (none may read, or depend on, the torch hub or Hugging Face cache of its
+  machine) and lasr's data caches in a temporary folder, never the user's ~/.cache/lasr.
+- `lasr(...)` runs the installed `lasr` command in a process of its own (for what needs the process boundary:
+  Ctrl-C, killed runs, DDP ranks, the console script itself); the `cli` fixture runs `lasr.cli.main` in this
+  process (for exit codes, messages and help, where a process adds only a torch import).
+- `smoke_corpus` is a small embedded corpus and `untrained_checkpoint` the smoke model with random weights, each
+  made once per pytest run and shared by the xdist workers (a folder named by the controller, a file lock).
+Tests import the helpers with `from conftest import lasr, ...` (pytest puts tests/ on sys.path).
+"""
+import atexit, fcntl, os, shutil, subprocess, sys, tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 if "LASR_CACHE" not in os.environ:
     os.environ["LASR_CACHE"] = tempfile.mkdtemp(prefix="lasr-test-cache-")
     atexit.register(shutil.rmtree, os.environ["LASR_CACHE"], ignore_errors=True)
 
 _CACHE_VARS = ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE")
+SHARED = "LASR_TEST_SHARED"   # folder of what is made once per pytest run (set by the controller, seen by workers)
 _saved: dict = {}
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "alone: needs most of the machine's memory; `make test` runs it after the others, not beside them")
+    if not hasattr(config, "workerinput") and SHARED not in os.environ:   # the controller (or a run without xdist)
+        os.environ[SHARED] = tempfile.mkdtemp(prefix="lasr-test-shared-")
+        _saved["shared"] = os.environ[SHARED]
     d = tempfile.mkdtemp(prefix="lasr-empty-caches-")
     _saved.update(dir=d, env={k: os.environ.get(k) for k in _CACHE_VARS})
     # subprocesses (the `lasr` command) inherit the variables; this process gets them before torch or
@@ -26,3 +44,102 @@ def pytest_unconfigure(config):
         if v is None: os.environ.pop(k, None)
         else: os.environ[k] = v
     if _saved.get("dir"): shutil.rmtree(_saved["dir"], ignore_errors=True)
+    if _saved.get("shared"):
+        os.environ.pop(SHARED, None)
+        shutil.rmtree(_saved["shared"], ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the `lasr` command
+LASR = Path(sys.executable).parent/"lasr"   # the installed console script
+_LAUNCHER = {"LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+
+
+def lasr_env(threads: int | None = None, # OMP_NUM_THREADS of the child; None = inherited
+             env: dict | None = None,    # base environment; None = this process'
+            ) -> dict:
+    "Environment of a `lasr` child: no inherited launcher (DDP rank) variables."
+    out = {k: v for k, v in (os.environ if env is None else env).items() if k not in _LAUNCHER}
+    if threads is not None: out["OMP_NUM_THREADS"] = str(threads)
+    return out
+
+
+def lasr(*args,                   # the command line after `lasr`; paths and numbers are turned into strings
+         env: dict | None = None, threads: int | None = None, timeout: float = 600, cwd=None,
+        ) -> subprocess.CompletedProcess:
+    "Run the installed `lasr` command; stdout and stderr captured as text."
+    return subprocess.run([str(LASR), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env=lasr_env(threads, env))
+
+
+def lasr_popen(*args, env: dict | None = None, threads: int | None = None, **kw) -> subprocess.Popen:
+    "Start the installed `lasr` command without waiting (to interrupt or kill it); `kw` go to `subprocess.Popen`."
+    return subprocess.Popen([str(LASR), *map(str, args)], env=lasr_env(threads, env), **kw)
+
+
+@pytest.fixture
+def cli(capsys):
+    "Run `lasr.cli.main(argv)` in this process: `cli(*args)` gives `.returncode`, `.stdout`, `.stderr` as `lasr` would."
+    from lasr.cli import main
+    def run(*args):
+        capsys.readouterr()
+        try: code = main([str(a) for a in args])
+        except SystemExit as e:   # argparse: --help, --version (0) and usage errors (2)
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return run
+
+
+# ---------------------------------------------------------------- made once per pytest run
+@contextmanager
+def _locked(name: str):
+    "Hold the run's lock named `name` (one holder at a time across xdist workers); yields the shared folder."
+    root = Path(os.environ[SHARED])
+    with open(root/f".{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield root
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def shared_folder(name: str, build) -> Path:
+    "The folder SHARED/name, written once per pytest run by `build(folder)` in whichever process asks first."
+    with _locked(name) as root:
+        out, done = root/name, root/f".{name}.done"
+        if not done.exists():                       # first ask, or an earlier build failed half-way
+            shutil.rmtree(out, ignore_errors=True)
+            build(out)
+            done.touch()
+        return out
+
+
+SMOKE_CORPUS = dict(n_dev=16, n_val=8, n_eval=16, seed=5, long_fraction=0.0)
+
+
+@pytest.fixture(scope="session")
+def smoke_corpus() -> Path:
+    """A small embedded corpus (16 development, 8 validation, 16 evaluation clips of at most 12 s: the smoke preset
+    reads them whole), shared by every test of the run: read it, never change it (copy it first)."""
+    from lasr.synth import synth_corpus
+    return shared_folder("smoke-corpus", lambda out: synth_corpus(out, progress=False, **SMOKE_CORPUS))
+
+
+def untrained_checkpoint(dest: Path,   # run folder to write (it gets best.safetensors, best.json)
+                         *overrides: str, # `part.field=value` changes to the smoke preset
+                        ) -> Path:
+    """A run folder holding the smoke model with random weights (seed 0) as its best checkpoint, copied from one
+    saved once per pytest run for these overrides: for tests that compare two paths through the same weights."""
+    import hashlib
+    key = hashlib.sha1("\n".join(overrides).encode()).hexdigest()[:10]
+    def build(out: Path):
+        import torch
+        from lasr.core import get_preset
+        from lasr.model import create_model
+        from lasr.train import save_checkpoint
+        cfg = get_preset("smoke", *overrides)
+        with torch.random.fork_rng():               # the same weights every run; this process' RNG untouched
+            torch.manual_seed(0)
+            model = create_model(cfg, load_weights=False)
+        save_checkpoint(model, out/"best", cfg)
+    src = shared_folder(f"untrained-smoke-{key}", build)
+    shutil.copytree(src, dest, dirs_exist_ok=True)  # a copy: evaluate writes its embeddings and figures next to it
+    return Path(dest)

@@ -1,18 +1,6 @@
 "Helpers of the multi-process tests: the learning rate per logged step, and one-process validation of a checkpoint."
-import json, os, subprocess, sys
 from pathlib import Path
 import pandas as pd
-
-LASR = Path(sys.executable).parent/"lasr"
-
-def lasr_env(threads: int = 1) -> dict:
-    "Environment of a `lasr` child: no inherited launcher variables, a fixed thread count per process."
-    drop = {"LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-    return {**{k: v for k, v in os.environ.items() if k not in drop}, "OMP_NUM_THREADS": str(threads)}
-
-def lasr(*args, timeout=600, threads=1):
-    return subprocess.run([str(LASR), *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          env=lasr_env(threads))
 
 def lr_by_step(out: Path) -> dict[int, float]:
     "Learning rate per optimiser step from every CSV log of a run folder (later logs win)."

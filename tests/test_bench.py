@@ -1,5 +1,6 @@
 "`lasr bench --quick`: both files written, every target a ratio of two figures of the same run, met/missed computed."
 import json, operator, subprocess
+import pytest
 from lasr.train import lasr_command
 
 def test_bench_quick(tmp_path):
@@ -41,9 +42,19 @@ def test_bench_quick(tmp_path):
     for t in b["targets"]:
         assert ("met    " if t["met"] else "MISSED ") + t["name"] in r.stdout
 
-def test_bench_gpu_without_cuda_is_a_usage_error(tmp_path):
+def test_bench_gpu_without_cuda_is_a_usage_error(tmp_path, cli, monkeypatch):
+    "On any machine: a torch that sees no CUDA GPU (here made so) refuses --gpu before measuring anything."
     import torch
-    if torch.cuda.is_available(): return
-    r = subprocess.run([*lasr_command(), "bench", "--gpu", "--quick", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "CUDA" in r.stderr and "Traceback" not in r.stderr
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    r = cli("bench", "--gpu", "--quick", "--out", tmp_path)
+    assert r.returncode == 2 and "CUDA" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not list(tmp_path.iterdir())
+
+def test_bench_gpu_figures_on_cuda():
+    "Where there is a CUDA GPU: the --gpu figures (training steps/s, peak memory, windows/s) of both configurations."
+    import math, torch
+    from lasr.bench import gpu_figures
+    if not torch.cuda.is_available(): pytest.skip("no CUDA GPU on this machine: the --gpu figures cannot be measured")
+    g = gpu_figures("cuda", batch=8, steps=2, preset="smoke")
+    assert set(g) == {f"gpu_{c}_{k}" for c in ("paper", "baseline") for k in ("steps_per_s", "peak_gib", "eval_windows_per_s")}
+    assert all(math.isfinite(v) and v > 0 for v in g.values()), g

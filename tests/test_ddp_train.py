@@ -7,7 +7,8 @@ import pytest
 from lasr.core import get_preset
 from lasr.synth import synth_corpus
 from lasr.train import train
-from ddp_check import LASR, lasr, lasr_env, lr_by_step, validate_one_process
+from conftest import lasr, lasr_env, lasr_popen
+from ddp_check import lr_by_step, validate_one_process
 
 DDP = ["--set", "run.accelerator=cpu", "--set", "run.devices=2", "--set", "run.strategy=ddp_find_unused_parameters_true"]
 
@@ -19,7 +20,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ddp_run(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")/"ddp"
-    r = lasr("train", "--preset", "smoke", "--data-root", corpus, "--out", out, "--quiet", *DDP, timeout=300)
+    r = lasr("train", "--preset", "smoke", "--data-root", corpus, "--out", out, "--quiet", *DDP, threads=1, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r
 
@@ -52,8 +53,8 @@ def test_a_failing_rank_ends_the_run_with_its_message(corpus, tmp_path):
     import shutil
     root = tmp_path/"c"; shutil.copytree(corpus, root)
     out = tmp_path/"fails"
-    p = subprocess.Popen([str(LASR), "train", "--preset", "smoke", "--data-root", str(root), "--out", str(out), "--quiet", *DDP],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lasr_env())
+    p = lasr_popen("train", "--preset", "smoke", "--data-root", root, "--out", out, "--quiet", *DDP, threads=1,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while not (out/"config.json").exists() and p.poll() is None and time.time() - t0 < 120: time.sleep(0.02)
     # rank 0 has checked the data and written the folder; rank 1 starts later and finds a clip gone
@@ -67,14 +68,15 @@ def test_resume_in_two_processes_continues_the_same_schedule(corpus, ddp_run, tm
     import os, signal
     ref, _ = ddp_run
     out = tmp_path/"killed"
-    p = subprocess.Popen([str(LASR), "train", "--preset", "smoke", "--data-root", str(corpus), "--out", str(out), "--quiet", *DDP],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=lasr_env(), start_new_session=True)
+    p = lasr_popen("train", "--preset", "smoke", "--data-root", corpus, "--out", out, "--quiet", *DDP, threads=1,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     t0 = time.time()
     while not (out/"lightning"/"last.ckpt").exists() and p.poll() is None and time.time() - t0 < 240: time.sleep(0.05)
     os.killpg(p.pid, signal.SIGKILL)                   # both ranks die after epoch 1's resume state is written
     p.wait()
     assert not (out/"train.json").exists()
-    r = lasr("train", "--preset", "smoke", "--data-root", corpus, "--out", out, "--quiet", "--resume", *DDP, timeout=300)
+    r = lasr("train", "--preset", "smoke", "--data-root", corpus, "--out", out, "--quiet", "--resume", *DDP, threads=1,
+             timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     s, s_ref = (json.loads((d/"train.json").read_text()) for d in (out, ref))
     assert s["steps"] == s_ref["steps"] and s["steps_per_epoch"] == s_ref["steps_per_epoch"]
@@ -93,7 +95,7 @@ def test_the_study_notebook_trains_in_two_processes(corpus, tmp_path, monkeypatc
     "The study's run.ipynb runs `lasr train` as a process of its own: DDP works where a notebook kernel could not start it."
     import nbformat
     from lasr.study import execute_run
-    for k, v in lasr_env().items(): monkeypatch.setenv(k, v)
+    for k, v in lasr_env(threads=1).items(): monkeypatch.setenv(k, v)
     run = execute_run(tmp_path/"runs"/"r", "smoke", [DDP[i + 1] for i in range(0, len(DDP), 2)], corpus)
     assert json.loads((run/"run"/"train.json").read_text())["processes"] == 2
     assert json.loads((run/"metrics.json").read_text())["n_items"] == 4 and (run/"result.json").exists()

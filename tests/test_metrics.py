@@ -1,15 +1,10 @@
 "`lasr score` against a plain implementation of the DCASE 2025 protocol; bootstrap intervals; relevance errors."
-import json, subprocess, sys
+import json
 from collections import defaultdict
-from pathlib import Path
 import numpy as np, pandas as pd
 import pytest
 from lasr.metrics import write_predictions, query_values, bootstrap_ci, paired_bootstrap
-
-LASR = Path(sys.executable).parent/"lasr"   # the installed console script
-
-def lasr(*args):
-    return subprocess.run([str(LASR), *map(str, args)], capture_output=True, text=True)
+from conftest import untrained_checkpoint
 
 # ---------------------------------------------------------------- the plain implementation
 def plain_ap(scores: list[float], relevant: set[int], k: int) -> float:
@@ -70,17 +65,17 @@ def write_case(tmp, captions, queries, cols, sim, table):
 @pytest.mark.parametrize("n_clips, ties, listed, dup, seed", [
     (3, True, 1.0, 0, 0), (7, True, 0.4, 1, 1), (20, False, 0.2, 2, 2), (20, True, 0.05, 3, 3),
     (60, False, 0.5, 4, 4), (150, True, 0.1, 5, 5)])
-def test_score_matches_plain_protocol(tmp_path, n_clips, ties, listed, dup, seed):
+def test_score_matches_plain_protocol(tmp_path, n_clips, ties, listed, dup, seed, cli):
     captions, queries, cols, sim, table = random_case(np.random.default_rng(seed), n_clips, ties, listed, dup)
     write_case(tmp_path, captions, queries, cols, sim, table)
-    r = lasr("score", "--similarity", tmp_path/"pred.csv", "--captions", tmp_path/"captions.csv",
+    r = cli("score", "--similarity", tmp_path/"pred.csv", "--captions", tmp_path/"captions.csv",
              "--relevance", tmp_path/"rel.csv", "--json")
     assert r.returncode == 0, r.stderr
     got, want = json.loads(r.stdout), plain_protocol(queries, cols, sim, captions, table)
     assert set(got) == set(want)
     for k in want: assert abs(got[k] - want[k]) < 1e-9, (k, got[k], want[k])
 
-def test_duplicated_caption_uses_first_occurrence(tmp_path):
+def test_duplicated_caption_uses_first_occurrence(tmp_path, cli):
     "The relevance row of a text that two rows share applies to the first row only, whichever clip it belongs to."
     captions = [("a.wav", ["a dog barks"] + [f"a {i}" for i in range(4)]), ("b.wav", ["a dog barks"] + [f"b {i}" for i in range(4)])]
     queries = [c for _, caps in captions for c in caps]
@@ -88,12 +83,12 @@ def test_duplicated_caption_uses_first_occurrence(tmp_path):
     sim[5] = [0, 1]                                         # ... except the second "a dog barks", which ranks b.wav first
     table = {"a dog barks": ["b.wav"]}
     write_case(tmp_path, captions, queries, ["a.wav", "b.wav"], sim, table)
-    r = lasr("score", "--similarity", tmp_path/"pred.csv", "--captions", tmp_path/"captions.csv", "--relevance", tmp_path/"rel.csv", "--json")
+    r = cli("score", "--similarity", tmp_path/"pred.csv", "--captions", tmp_path/"captions.csv", "--relevance", tmp_path/"rel.csv", "--json")
     m = json.loads(r.stdout)
     assert m["mAP@10_multi"] == 0.5 and m["n_queries_multi"] == 1     # row 0: b.wav at rank 1
     # rows swapped: now the first "a dog barks" is the one that ranks b.wav first
     write_predictions(tmp_path/"pred.csv", queries[5:] + queries[:5], ["a.wav", "b.wav"], np.concatenate([sim[5:], sim[:5]]))
-    r = lasr("score", "--similarity", tmp_path/"pred.csv", "--captions", tmp_path/"captions.csv", "--relevance", tmp_path/"rel.csv", "--json")
+    r = cli("score", "--similarity", tmp_path/"pred.csv", "--captions", tmp_path/"captions.csv", "--relevance", tmp_path/"rel.csv", "--json")
     assert json.loads(r.stdout)["mAP@10_multi"] == 1.0
 
 # ---------------------------------------------------------------- intervals
@@ -105,9 +100,9 @@ def two_systems(tmp_path):
     write_predictions(tmp_path/"other.csv", queries, cols, sim + rng.standard_normal(sim.shape))
     return tmp_path
 
-def test_identical_files_differ_by_zero(two_systems):
+def test_identical_files_differ_by_zero(two_systems, cli):
     t = two_systems
-    r = lasr("score", "--similarity", t/"pred.csv", "--captions", t/"captions.csv", "--relevance", t/"rel.csv",
+    r = cli("score", "--similarity", t/"pred.csv", "--captions", t/"captions.csv", "--relevance", t/"rel.csv",
              "--compare", t/"pred.csv", "--json")
     assert r.returncode == 0, r.stderr
     c = json.loads(r.stdout)
@@ -117,16 +112,16 @@ def test_identical_files_differ_by_zero(two_systems):
     assert all(v == [0.0, 0.0] for v in c["ci"].values())
     assert all(v == 0 for v in c["p_better"].values())
 
-def test_same_seed_same_output(two_systems):
+def test_same_seed_same_output(two_systems, cli):
     t = two_systems
     base = ["score", "--similarity", t/"pred.csv", "--captions", t/"captions.csv", "--relevance", t/"rel.csv", "--json"]
-    a, b, c = (lasr(*base, "--ci", "--seed", s) for s in (3, 3, 4))
+    a, b, c = (cli(*base, "--ci", "--seed", s) for s in (3, 3, 4))
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout and a.stdout != c.stdout
     m = json.loads(a.stdout)
     assert set(m["ci"]) == {k for k in m if k not in ("ci", "n_queries_multi")}
     assert all(lo <= m[k] <= hi for k, (lo, hi) in m["ci"].items())
-    d1, d2 = (lasr(*base, "--compare", t/"other.csv", "--seed", "5") for _ in range(2))
+    d1, d2 = (cli(*base, "--compare", t/"other.csv", "--seed", "5") for _ in range(2))
     assert d1.returncode == 0 and d1.stdout == d2.stdout
     d = json.loads(d1.stdout)
     assert all(lo <= d["difference"][k] <= hi for k, (lo, hi) in d["ci"].items())
@@ -159,7 +154,7 @@ def test_paired_bootstrap_sees_a_real_difference():
     ("column", "2 audio files are not among the scored audio files, e.g. 'x.wav', 'y.wav'"),
     ("empty", "1 queries have an empty list, e.g. 'sound 1 caption 1'"),
     ("twice", "listed more than once, e.g. line 4: 'sound 0 caption 0' (also line 2)")])
-def test_relevance_errors_exit_2(tmp_path, problem, message):
+def test_relevance_errors_exit_2(tmp_path, problem, message, cli):
     captions, queries, cols, sim, _ = random_case(np.random.default_rng(0), 5, False, 0.5, 0)
     table = {"sound 0 caption 0": [cols[0]], "sound 1 caption 1": [cols[1]]}
     if problem == "absent": table.update({f"nobody {i}": [cols[0]] for i in range(4)})
@@ -168,28 +163,26 @@ def test_relevance_errors_exit_2(tmp_path, problem, message):
     write_case(tmp_path, captions, queries, cols, sim, table)
     if problem == "twice":
         with open(tmp_path/"rel.csv", "a") as f: f.write(f"sound 0 caption 0,\"['{cols[2]}']\"\n")
-    r = lasr("score", "--similarity", tmp_path/"pred.csv", "--captions", tmp_path/"captions.csv", "--relevance", tmp_path/"rel.csv")
+    r = cli("score", "--similarity", tmp_path/"pred.csv", "--captions", tmp_path/"captions.csv", "--relevance", tmp_path/"rel.csv")
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert str(tmp_path/"rel.csv") in r.stderr
 
 # ---------------------------------------------------------------- evaluate shares the implementation
-def test_evaluate_ci_matches_score(tmp_path):
-    from lasr.core import get_preset
-    from lasr.synth import synth_corpus
-    from lasr.train import train, evaluate
-    corpus = synth_corpus(tmp_path/"corpus", n_dev=16, n_val=8, n_eval=10, seed=5, progress=False)
-    train(get_preset("smoke"), corpus, tmp_path/"run", progress=False)
-    m = evaluate(tmp_path/"run", corpus, relevance=corpus/"relevance_evaluation.csv", out=tmp_path/"m.json",
+def test_evaluate_ci_matches_score(smoke_corpus, tmp_path, cli):
+    "evaluate (the function and the command) and score on its prediction file give the same metrics and intervals."
+    from lasr.train import evaluate
+    corpus, run = smoke_corpus, untrained_checkpoint(tmp_path/"run")   # the same weights through both: any will do
+    m = evaluate(run, corpus, relevance=corpus/"relevance_evaluation.csv", out=tmp_path/"m.json",
                  predictions=tmp_path/"p.csv", progress=False, ci=True)
     assert json.loads((tmp_path/"m.json").read_text()) == m
-    assert m["n_queries_multi"] == 50 and m["n_queries"] == 50
+    assert m["n_queries_multi"] == 80 and m["n_queries"] == 80
     captions = corpus/"CLOTHO_v2.1"/"clotho_csv_files"/"clotho_captions_evaluation.csv"
-    r = lasr("score", "--similarity", tmp_path/"p.csv", "--captions", captions, "--relevance",
-             corpus/"relevance_evaluation.csv", "--ci", "--json")
+    r = cli("score", "--similarity", tmp_path/"p.csv", "--captions", captions, "--relevance",
+            corpus/"relevance_evaluation.csv", "--ci", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {k: v for k, v in m.items() if k not in ("n_queries", "n_items")}
-    r = lasr("evaluate", tmp_path/"run", "--data-root", corpus, "--relevance", corpus/"relevance_evaluation.csv", "--ci", "--quiet")
+    r = cli("evaluate", run, "--data-root", corpus, "--relevance", corpus/"relevance_evaluation.csv", "--ci", "--quiet")
     assert r.returncode == 0, r.stderr
     lo, hi = m["ci"]["mAP@16_multi"]
     # printed x100 with two decimals, as in the report

@@ -3,7 +3,7 @@ documented extra command, and `lasr reproduce --preset smoke` from a folder outs
 import json
 import pandas as pd, os, subprocess, sys, zipfile
 from pathlib import Path
-from lasr.cli import PASST_INSTALL
+from lasr.core import PASST_INSTALL
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH = "torch==2.13.0"   # the CPU wheel these machines carry (as the Makefile installs it)

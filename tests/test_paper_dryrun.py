@@ -7,15 +7,16 @@ from pathlib import Path
 import numpy as np, pytest, soundfile as sf, torch
 
 from lasr.core import flatten, get_preset, load_config, seed_everything
-from lasr.train import lr_at, load_checkpoint, weights_sha256
-from ddp_check import lasr, lr_by_step, validate_one_process
+from lasr.train import cpu_has_fast_bf16, lr_at, load_checkpoint, weights_sha256
+from conftest import lasr
+from ddp_check import lr_by_step, validate_one_process
 
 # two real-size ranks keep about 11 GB each: `make test` runs this file after the others, not beside them
 pytestmark = pytest.mark.alone
 
 SR = 32000
 PER_PROCESS_BATCH, PROCESSES = 2, 2
-BF16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+BF16 = cpu_has_fast_bf16()
 # what a CPU dry run has to change; everything else is the paper preset
 SETS = {"audio.pretrained": "false", "text.pretrained": "false",
         "text.tokenizer": "all-minilm-l6-v2",          # a random text model still needs a tokenizer (packaged)
@@ -65,7 +66,7 @@ def dryrun(tmp_path_factory):
     corpus = write_tiny_corpus(tmp_path_factory.mktemp("paper_corpus"))
     out = tmp_path_factory.mktemp("paper_runs")/"paper"
     sets = [a for k, v in {**SETS, "data.cache_dir": str(corpus/".cache")}.items() for a in ("--set", f"{k}={v}")]
-    r = lasr("train", "--preset", "paper", "--data-root", corpus, "--out", out, "--quiet", *sets, timeout=900)
+    r = lasr("train", "--preset", "paper", "--data-root", corpus, "--out", out, "--quiet", *sets, threads=1, timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
     yield corpus, out
     shutil.rmtree(out)   # about 10 GB of checkpoints per stage: pytest keeps the temporary folders of 3 sessions
@@ -126,14 +127,14 @@ def test_ddp_validation_metrics_equal_single_process(dryrun):
     assert set(mine) == set(info["metrics"])
     for k, v in info["metrics"].items(): assert mine[k] == pytest.approx(v, abs=1e-6), k
 
-def test_evaluated_and_scored(dryrun, tmp_path):
+def test_evaluated_and_scored(dryrun, tmp_path, cli):
     corpus, out = dryrun
     r = lasr("evaluate", out, "--data-root", corpus, "--out", tmp_path/"m.json", "--predictions", tmp_path/"p.csv",
              "--device", "cpu", "--quiet", threads=2)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path/"m.json").read_text())
     assert m["n_items"] == 2 and m["n_queries"] == 10
-    s = lasr("score", "--similarity", tmp_path/"p.csv", "--json",
-             "--captions", corpus/"CLOTHO_v2.1"/"clotho_csv_files"/"clotho_captions_evaluation.csv")
+    s = cli("score", "--similarity", tmp_path/"p.csv", "--json",
+            "--captions", corpus/"CLOTHO_v2.1"/"clotho_csv_files"/"clotho_captions_evaluation.csv")
     assert s.returncode == 0, s.stderr
     assert json.loads(s.stdout) == {k: v for k, v in m.items() if k not in ("n_queries", "n_items")}

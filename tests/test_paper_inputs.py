@@ -9,7 +9,7 @@ from lasr.core import TextConfig
 from lasr.encoders import build_text_encoder, text_folder
 from lasr.synth import synth_corpus
 
-LASR = Path(sys.executable).parent/"lasr"
+from conftest import lasr
 
 @pytest.fixture(scope="module")
 def offline(tmp_path_factory):
@@ -23,13 +23,6 @@ def model_dir(tmp_path_factory):
     "A copy of the packaged all-MiniLM-L6-v2 folder, standing in for a local roberta-large download."
     return Path(shutil.copytree(text_folder("all-minilm-l6-v2"), tmp_path_factory.mktemp("weights")/"my-text-model"))
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return synth_corpus(tmp_path_factory.mktemp("corpus"), n_dev=16, n_val=8, n_eval=8, seed=5, progress=False)
-
-def lasr(env, *args):
-    return subprocess.run([str(LASR), *map(str, args)], capture_output=True, text=True, env=env)
-
 def test_weights_folder_defines_architecture_and_tokenizer(model_dir):
     "With or without loading its weights, text.weights gives the folder's model and tokenizer, not the registry's."
     cfg = TextConfig(encoder="roberta-large", weights=str(model_dir))
@@ -41,14 +34,14 @@ def test_weights_folder_defines_architecture_and_tokenizer(model_dir):
     assert rebuilt.tokenizer.vocab_size == loaded.tokenizer.vocab_size == 30522   # the folder's (BERT) vocabulary
     assert rebuilt.tokenize(["a dog barks"])["input_ids"].tolist() == loaded.tokenize(["a dog barks"])["input_ids"].tolist()
 
-def test_weights_folder_is_used_by_every_stage_offline(model_dir, corpus, offline, tmp_path):
+def test_weights_folder_is_used_by_every_stage_offline(model_dir, smoke_corpus, offline, tmp_path):
     "Stage 1, stage 2 (init_from), --resume and evaluate all load from text.weights and need nothing else."
-    run = tmp_path/"run"
+    run, corpus = tmp_path/"run", smoke_corpus
     args = ["--preset", "smoke", "--data-root", corpus, "--out", run, "--quiet",
             "--set", "text.encoder=roberta-large", "--set", f"text.weights={model_dir}", "--set", "text.tokenizer=",
             "--set", "text.pretrained=true", "--set", "text.trainable=false", "--set", "data.pretrain_corpora=clotho",
             "--set", "optim.epochs=1", "--set", "optim.warmup_epochs=0.5", "--set", "optim.cosine_epochs=0.5"]
-    r = lasr(offline, "train", *args)
+    r = lasr("train", *args, env=offline)
     assert r.returncode == 0, r.stderr
     # frozen text encoder: both stages' checkpoints hold exactly the folder's weights
     ref = load_file(model_dir/"model.safetensors")
@@ -57,18 +50,18 @@ def test_weights_folder_is_used_by_every_stage_offline(model_dir, corpus, offlin
         w = state["text_encoder.model.embeddings.word_embeddings.weight"]
         assert torch.equal(w, ref["embeddings.word_embeddings.weight"].to(w.dtype)), stage
     steps = json.loads((run/"train.json").read_text())["steps"]
-    r = lasr(offline, "train", *args, "--resume")
+    r = lasr("train", *args, "--resume", env=offline)
     assert r.returncode == 0, r.stderr
     assert json.loads((run/"train.json").read_text())["steps"] == steps
-    r = lasr(offline, "evaluate", run, "--data-root", corpus, "--out", tmp_path/"m.json", "--quiet")
+    r = lasr("evaluate", run, "--data-root", corpus, "--out", tmp_path/"m.json", "--quiet", env=offline)
     assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path/"m.json").read_text())["n_items"] == 8
+    assert json.loads((tmp_path/"m.json").read_text())["n_items"] == 16
     # and the folder is really what evaluate reads: without it, a clear error that names it
     moved = model_dir.with_name("elsewhere")
     model_dir.rename(moved)
     try:
         shutil.rmtree(run/"embeddings", ignore_errors=True)
-        r = lasr(offline, "evaluate", run, "--data-root", corpus, "--quiet")
+        r = lasr("evaluate", run, "--data-root", corpus, "--quiet", env=offline)
         assert r.returncode == 2 and str(model_dir) in r.stderr and "Traceback" not in r.stderr, r.stderr
     finally: moved.rename(model_dir)
 
@@ -81,9 +74,9 @@ WORDS = ["a dog barks loudly", "rain falls on a metal roof", "birds sing in the 
 
 def tokenizer_folder(name: str, d: Path) -> Path:
     "A folder with the registry's config and small tokenizer files of the kind the published model ships."
-    from lasr.encoders import TEXT_ENCODERS, _arch_config
+    from lasr.encoders import TEXT_ENCODERS, arch_config
     spec = TEXT_ENCODERS[name]
-    _arch_config(spec).save_pretrained(d)
+    arch_config(spec).save_pretrained(d)
     if spec.model_type in ("bert", "mpnet"):
         words = sorted(set(" ".join(WORDS).split()))
         (d/"vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<s>", "</s>", "<pad>",
@@ -243,19 +236,19 @@ def test_doctor_lists_what_the_study_finds(tmp_path, model_dir):
            "TORCH_HOME": str(tmp_path/"torch")}   # no weights but the ones given
     ready = ["--data-root", root, "--cpu", "--set", "audio.pretrained=false", "--set", f"text.weights={model_dir}",
              "--set", f"data.exclusions={root/'exclusions.csv'}"]
-    r = lasr(env, "doctor", *ready)
+    r = lasr("doctor", *ready, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     for what in ("clotho/development", "clotho/evaluation", "audiocaps/train", "wavcaps/train", "relevance",
                  "exclusion", "text weights roberta-large", "cache folder"):
         assert any(l.startswith("ok") and what in l for l in r.stdout.splitlines()), what
     (root/"WavCaps"/"Audio"/"FreeSound"/"1234.flac").unlink()
     (root/"relevance_evaluation.csv").unlink()
-    r = lasr(env, "doctor", *ready)
+    r = lasr("doctor", *ready, env=env)
     missing = [l for l in r.stdout.splitlines() if l.startswith("MISSING")]
     assert r.returncode == 2 and len(missing) == 2, r.stdout
     assert "wavcaps/train" in missing[0] and "1 missing" in missing[0] and "relevance" in missing[1]
     # the paper preset as is, without a GPU: the whole list of what is missing, at once
-    r = lasr(env, "doctor", "--data-root", root, "--table1")
+    r = lasr("doctor", "--data-root", root, "--table1", env=env)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     for what in ("audio weights passt", "audio weights clap-htsat", "audio weights whisper-base",
                  "audio weights data2vec-audio-base", "text weights deberta-v3-large", "text weights gtr-t5-large",

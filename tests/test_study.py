@@ -1,16 +1,15 @@
 """The papermill study: `lasr reproduce` runs nbs/study/table1.ipynb and table2.ipynb, each running run.ipynb once per
 configuration into the run cache OUT/PRESET/runs/<run id>/, and assembles the tables from the runs."""
-import json, shutil, subprocess, sys
+import json, shutil
 from pathlib import Path
 import nbformat, pandas as pd, pytest
 from lasr.synth import synth_corpus
+from conftest import lasr
 
-LASR = Path(sys.executable).parent/"lasr"
 ROOT = Path(__file__).resolve().parents[1]
 
 def _reproduce(out, *args):
-    return subprocess.run([str(LASR), "reproduce", "--preset", "smoke", "--out", str(out), *args],
-                          capture_output=True, text=True, cwd=ROOT)
+    return lasr("reproduce", "--preset", "smoke", "--out", out, *args, cwd=ROOT)
 
 def _ran(stderr: str) -> list[str]:
     "Run ids the study (re)ran, from its progress lines."
@@ -72,14 +71,13 @@ def test_a_failed_study_keeps_the_previous_tables(study):
     assert "unchanged" in r.stderr
     assert (out/"table2.md").read_text() == before and (tmp/"reports"/"smoke.failed").is_dir()
 
-def test_reproduce_bad_override_is_a_clear_error(tmp_path):
-    r = _reproduce(tmp_path, "--set", "optim.nope=1")
+def test_reproduce_bad_override_is_a_clear_error(tmp_path, cli):
+    r = cli("reproduce", "--preset", "smoke", "--out", tmp_path, "--set", "optim.nope=1")
     assert r.returncode == 2 and "optim.nope" in r.stderr and "Traceback" not in r.stderr
 
-def test_the_paper_study_lists_everything_missing_at_once(tmp_path):
+def test_the_paper_study_lists_everything_missing_at_once(tmp_path, cli):
     corpus = synth_corpus(tmp_path/"corpus", n_dev=4, n_val=2, n_eval=2, seed=1, progress=False)
-    r = subprocess.run([str(LASR), "reproduce", "--preset", "paper", "--out", str(tmp_path/"reports"), "--data-root", str(corpus)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = cli("reproduce", "--preset", "paper", "--out", tmp_path/"reports", "--data-root", corpus)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     for what in ("corpus audiocaps", "corpus wavcaps", "exclusion list", "audio weights passt", "audio weights clap-htsat",
                  "text weights roberta-large", "text weights gtr-t5-large", "GPU"):

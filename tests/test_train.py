@@ -1,5 +1,5 @@
 "End-to-end training and evaluation on a tiny generated corpus with the smoke preset."
-import ast, json, os, shutil, signal, subprocess, sys
+import ast, json, os, shutil, signal
 from pathlib import Path
 import numpy as np, pandas as pd
 import pytest, lightning as L
@@ -9,11 +9,6 @@ from lasr.core import get_preset
 from lasr.synth import synth_corpus
 from lasr.train import train, evaluate, load_model, embed_audio, embed_text
 from lasr.metrics import read_predictions
-
-LASR = Path(sys.executable).parent/"lasr"
-
-def lasr(*args):
-    return subprocess.run([str(LASR), *map(str, args)], capture_output=True, text=True)
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
@@ -116,10 +111,10 @@ def test_ctrl_c_dropped_in_a_finaliser_still_stops_training(corpus, tmp_path):
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # Ctrl-C works again afterwards
     finally: signal.signal(signal.SIGINT, runner)
 
-def test_resume_from_a_corrupt_lightning_checkpoint_is_a_clear_error(corpus, run, tmp_path):
+def test_resume_from_a_corrupt_lightning_checkpoint_is_a_clear_error(corpus, run, tmp_path, cli):
     broken = tmp_path/"broken"; shutil.copytree(run, broken, ignore=shutil.ignore_patterns("embeddings"))
     ck = broken/"lightning"/"last.ckpt"; ck.write_bytes(ck.read_bytes()[: ck.stat().st_size // 3])
-    r = lasr("train", "--preset", "smoke", "--data-root", corpus, "--out", broken, "--resume", "--quiet")
+    r = cli("train", "--preset", "smoke", "--data-root", corpus, "--out", broken, "--resume", "--quiet")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "last.ckpt" in r.stderr and "corrupt" in r.stderr, r.stderr
 
@@ -145,11 +140,11 @@ def test_best_checkpoint_is_the_best_validation_epoch(corpus, tmp_path, monkeypa
     assert all(torch.equal(last[k], snap.states[2][k]) for k in last)
     assert any(not torch.equal(best[k], last[k]) for k in best)     # training went on after the best epoch
 
-def test_resume_with_another_config_is_refused(corpus, run):
-    r = lasr("train", "--preset", "smoke", "--data-root", corpus, "--out", run, "--resume", "--set", "optim.lr=0.5")
+def test_resume_with_another_config_is_refused(corpus, run, cli):
+    r = cli("train", "--preset", "smoke", "--data-root", corpus, "--out", run, "--resume", "--set", "optim.lr=0.5")
     assert r.returncode == 2 and "different config" in r.stderr and "optim__lr" in r.stderr, r.stderr
 
-def test_same_seed_same_metrics_and_evaluate_matches_score(corpus, run, tmp_path):
+def test_same_seed_same_metrics_and_evaluate_matches_score(corpus, run, tmp_path, cli):
     import torch
     again = tmp_path/"again"
     before = torch.get_float32_matmul_precision()
@@ -168,15 +163,15 @@ def test_same_seed_same_metrics_and_evaluate_matches_score(corpus, run, tmp_path
     np.testing.assert_allclose(sim, want, rtol=0, atol=1e-5)
     assert set(json.loads((tmp_path/"m1.json").read_text())) == {"R@1", "R@5", "R@10", "mAP@10", "mAP@16", "n_queries", "n_items"}
     captions = corpus/"CLOTHO_v2.1"/"clotho_csv_files"/"clotho_captions_evaluation.csv"
-    r = lasr("score", "--similarity", tmp_path/"p1.csv", "--captions", captions, "--json")
+    r = cli("score", "--similarity", tmp_path/"p1.csv", "--captions", captions, "--json")
     assert r.returncode == 0, r.stderr
     scored = json.loads(r.stdout)
     assert scored == {k: v for k, v in m1.items() if k not in ("n_queries", "n_items")}
     assert m1["n_items"] == 12 and m1["n_queries"] == 60
     assert (run/"recall-evaluation.png").stat().st_size > 1000
 
-def test_evaluate_with_relevance_cli(corpus, run, tmp_path):
-    r = lasr("evaluate", run, "--data-root", corpus, "--relevance", corpus/"relevance_evaluation.csv",
+def test_evaluate_with_relevance_cli(corpus, run, tmp_path, cli):
+    r = cli("evaluate", run, "--data-root", corpus, "--relevance", corpus/"relevance_evaluation.csv",
              "--out", tmp_path/"m.json", "--predictions", tmp_path/"p.csv", "--quiet")
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path/"m.json").read_text())
@@ -194,11 +189,11 @@ def test_evaluate_with_relevance_cli(corpus, run, tmp_path):
     full = json.loads((run/"evaluation-evaluation.json").read_text())
     assert full["audio_pretrained"] is False and full["trained_on"] == "clotho"
 
-def test_evaluate_sees_an_overwritten_clip(corpus, run, tmp_path):
+def test_evaluate_sees_an_overwritten_clip(corpus, run, tmp_path, cli):
     "One evaluation WAV replaced by other audio of the same length: its column of predictions.csv changes."
     data = tmp_path/"data"; shutil.copytree(corpus, data, ignore=shutil.ignore_patterns(".lasr_cache"))
     mine = tmp_path/"run"; shutil.copytree(run, mine, ignore=shutil.ignore_patterns("embeddings"))
-    r = lasr("evaluate", mine, "--data-root", data, "--predictions", tmp_path/"p1.csv", "--quiet")
+    r = cli("evaluate", mine, "--data-root", data, "--predictions", tmp_path/"p1.csv", "--quiet")
     assert r.returncode == 0, r.stderr
     wavs = sorted((data/"CLOTHO_v2.1"/"clotho_audio_files"/"evaluation").glob("*.wav"))
     y, sr = sf.read(wavs[0], dtype="int16")
@@ -206,7 +201,7 @@ def test_evaluate_sees_an_overwritten_clip(corpus, run, tmp_path):
     other = np.random.default_rng(0).integers(-8000, 8000, len(y)).astype(np.int16)
     sf.write(wavs[0], other, sr, subtype="PCM_16")
     assert wavs[0].stat().st_size == size                                 # same length, same size
-    r = lasr("evaluate", mine, "--data-root", data, "--predictions", tmp_path/"p2.csv", "--quiet")
+    r = cli("evaluate", mine, "--data-root", data, "--predictions", tmp_path/"p2.csv", "--quiet")
     assert r.returncode == 0, r.stderr
     q1, n1, s1 = read_predictions(tmp_path/"p1.csv"); q2, n2, s2 = read_predictions(tmp_path/"p2.csv")
     assert (q1, n1) == (q2, n2)
@@ -228,17 +223,17 @@ def test_hear_style_embeddings_are_deterministic_and_batch_invariant(corpus, run
     np.testing.assert_allclose(t[0], t[1], atol=1e-6)          # normalised like training captions
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1, atol=1e-5)
 
-def test_bad_checkpoints_give_clear_errors(corpus, run, tmp_path):
+def test_bad_checkpoints_give_clear_errors(corpus, run, tmp_path, cli):
     broken = tmp_path/"broken"; shutil.copytree(run, broken)
     w = broken/"best.safetensors"; w.write_bytes(w.read_bytes()[:1000])
-    r = lasr("evaluate", broken, "--data-root", corpus, "--quiet")
+    r = cli("evaluate", broken, "--data-root", corpus, "--quiet")
     assert r.returncode == 2 and "SHA-256" in r.stderr and "Traceback" not in r.stderr, r.stderr
     # a checkpoint of another model (smoke weights into a model with other widths)
-    r = lasr("train", "--preset", "smoke", "--set", "model.embed_dim=48", "--set", f"run.init_from={run}",
+    r = cli("train", "--preset", "smoke", "--set", "model.embed_dim=48", "--set", f"run.init_from={run}",
              "--data-root", corpus, "--out", tmp_path/"other", "--quiet")
     assert r.returncode == 2 and "does not fit this model" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
-def test_training_stops_on_bad_data_before_the_cache(tmp_path):
+def test_training_stops_on_bad_data_before_the_cache(tmp_path, cli):
     root = synth_corpus(tmp_path/"c", n_dev=8, n_val=4, n_eval=4, seed=0, progress=False)
     audio = root/"CLOTHO_v2.1"/"clotho_audio_files"/"development"
     wavs = sorted(audio.glob("*.wav"))
@@ -246,15 +241,15 @@ def test_training_stops_on_bad_data_before_the_cache(tmp_path):
     wavs[1].unlink()
     csvp = root/"CLOTHO_v2.1"/"clotho_csv_files"/"clotho_captions_development.csv"
     df = pd.read_csv(csvp); df.loc[2, "caption_3"] = ""; df.to_csv(csvp, index=False)
-    r = lasr("validate", "--data-root", root)
+    r = cli("validate", "--data-root", root)
     assert r.returncode == 2
     for name in (wavs[0].name, wavs[1].name, df.loc[2, "file_name"]): assert name in r.stdout + r.stderr
-    r = lasr("train", "--preset", "smoke", "--data-root", root, "--out", tmp_path/"run", "--quiet")
+    r = cli("train", "--preset", "smoke", "--data-root", root, "--out", tmp_path/"run", "--quiet")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert not (root/".lasr_cache").exists() and not (tmp_path/"run").exists()
 
-def test_describe_paper():
-    r = lasr("describe", "--preset", "paper")
+def test_describe_paper(cli):
+    r = cli("describe", "--preset", "paper")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     a = d["parts"]["audio_encoder"]
