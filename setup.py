@@ -23,7 +23,7 @@ dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 lab_requirements = shlex.split(cfg.get('lab_requirements', ''))
 
 class build_py_with_study(build_py):
-    "Ship the study notebooks (nbs/study/*.ipynb, their one source) as package data lasr/study/."
+    "Ship the study notebooks and study files (nbs/study/*.ipynb and *.toml, their one source) as package data lasr/study/."
     def run(self):
         super().run()
         study = Path('nbs') / 'study'
@@ -31,7 +31,7 @@ class build_py_with_study(build_py):
         if not study.is_dir(): raise FileNotFoundError(f"{study} is missing: build from a lasr checkout or sdist")
         dest = Path(self.build_lib) / cfg['lib_path'] / 'study'
         dest.mkdir(parents=True, exist_ok=True)
-        for nb in sorted(study.glob('*.ipynb')): shutil.copyfile(nb, dest / nb.name)
+        for f in sorted([*study.glob('*.ipynb'), *study.glob('*.toml')]): shutil.copyfile(f, dest / f.name)
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), cfg['license'])
 

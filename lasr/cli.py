@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, json, os, sys, traceback
 from pathlib import Path
-from .core import LasrError, missing_package
+from .core import LasrError, get_preset, live_progress, missing_package
 
 # %% auto #0
 __all__ = ['EXAMPLES', 'EXIT_CODES', 'cmd_score', 'cmd_synth', 'cmd_validate', 'cmd_describe', 'cmd_train', 'cmd_evaluate',
@@ -36,11 +36,9 @@ def _precision(args) -> str: return "32" if getattr(args, "fp32", False) else "a
 
 def _progress(args) -> bool:
     "Progress bars only on a terminal (`lasr.core.live_progress`): a log file gets no carriage-return stream."
-    from lasr.core import live_progress
     return not getattr(args, "quiet", False) and live_progress()
 
 def _config(args):
-    from lasr.core import get_preset
     return get_preset(args.preset, *args.overrides)
 
 # %% ../nbs/09_cli.ipynb #59f6b9fb
@@ -182,30 +180,50 @@ def _add_evaluate(sub):
 
 # %% ../nbs/09_cli.ipynb #9c58ba5e
 def cmd_reproduce(args) -> int:
-    "Run the study (Table 1 and Table 2) with papermill into reports/."
-    from lasr.study import reproduce
-    for md in reproduce(args.preset, args.out, args.data_root, args.overrides, args.only or "", not args.quiet, args.device):
+    "Run a study (Table 1 and Table 2) with papermill into reports/, or with --plan list its runs."
+    from lasr.study import reproduce, plan, load_study
+    study = args.preset or args.study
+    if args.plan:
+        df = plan(study, args.out, args.data_root, args.overrides, args.only or "", not args.quiet)
+        print(df.to_string(index=False))
+        n = df.state.value_counts()
+        print(f"{len(df)} runs: {n.get('cached', 0)} cached, {n.get('to run', 0)} to run"
+              + (f", {len(df) - n.get('cached', 0) - n.get('to run', 0)} unknown" if len(df) > n.get('cached', 0) + n.get('to run', 0) else "")
+              + " (nothing was trained)")
+        return 0
+    for md in reproduce(study, args.out, args.data_root, args.overrides, args.only or "", not args.quiet, args.device):
         print(md.read_text()); print()
-    print(f"tables, figures, executed notebooks and the run cache (runs/) in {md.parent}")
+    print(f"tables, figures and executed notebooks in {md.parent}; the run cache in "
+          f"{md.parent.parent / load_study(study).preset / 'runs'}")
     return 0
 
 def _add_reproduce(sub):
     p = sub.add_parser("reproduce", help="run the study (Table 1 and Table 2) with papermill into reports/",
                        description="Regenerate the report's Table 1 (audio x text encoders) and Table 2 (the system, one "
-                                   "ablation per factor, a baseline-like row) for a preset: execute nbs/study/table1.ipynb "
-                                   "and table2.ipynb with papermill, each running run.ipynb once per configuration. "
-                                   "Without --data-root the demo and smoke presets generate their corpora under OUT/work/. "
-                                   "Runs are cached in OUT/PRESET/runs/<run id>/ (a finished run is never redone; delete "
-                                   "its folder to redo it; an interrupted one resumes). The tables replace earlier ones "
-                                   "only when every notebook succeeded. The paper preset first checks everything it needs "
-                                   "and exits 2 with the whole list of what is missing.")
-    _preset_args(p)
+                                   "ablation per factor, a baseline-like row): run a study file, the shipped one of a "
+                                   "preset (--preset) or your own (--study FILE, TOML; format: README, 'A study is a file'), "
+                                   "executing nbs/study/table1.ipynb and table2.ipynb with papermill, each running "
+                                   "run.ipynb once per configuration. Without --data-root the study's generated corpora "
+                                   "are made under OUT/work/. Tables go to OUT/STUDY/ (STUDY: the preset, or the file's "
+                                   "stem); runs are cached in OUT/PRESET/runs/<run id>/, shared by every study of that "
+                                   "preset (a finished run is never redone; delete its folder to redo it; an interrupted "
+                                   "one resumes). The tables replace earlier ones only when every notebook succeeded. A bad "
+                                   "study file, and for the paper preset anything the study needs and is missing, stop "
+                                   "with exit 2 before any run.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--preset", help="paper | demo | smoke: the shipped study of that preset")
+    which.add_argument("--study", type=Path, metavar="FILE", help="a study file (TOML) of your own")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field of every run, e.g. --set optim.lr=1e-4 (repeatable)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="reports folder (default: reports)")
-    _add_data_root(p, required=False, help="use this corpus instead of generating the embedded one")
+    _add_data_root(p, required=False, help="use this corpus instead of generating the study's main corpus")
     p.add_argument("--only", choices=("table1", "table2"), help="run one table's notebook (default: both)")
+    p.add_argument("--plan", action="store_true", help="list every run the study needs (table, row, seed, run id, cached "
+                   "or to run) and train nothing (a missing generated corpus is generated: run ids hash the data)")
     p.add_argument("--device", default="auto", help="where evaluation embeds: auto | cpu | cuda | cuda:N (default: auto)")
     _add_quiet(p, "no progress lines")
     p.set_defaults(func=cmd_reproduce)
+
 
 # %% ../nbs/09_cli.ipynb #b13a1d3e
 def cmd_index(args) -> int:

@@ -1,12 +1,13 @@
-"Training in 2 DDP processes (gloo on the CPU) with `lasr train --set run.devices=2`: starts, keeps the schedule, scores like one process."
+"""Training in 2 DDP processes (gloo on the CPU) with `lasr train --set run.devices=2`, as the study's run.ipynb runs
+it: starts, keeps the schedule, scores like one process, resumes, fails with the failing rank's message."""
 import json, subprocess, time
-import pandas as pd
+import numpy as np, pandas as pd
 from pathlib import Path
 import pytest
 
 from lasr.core import get_preset
 from lasr.synth import synth_corpus
-from lasr.train import train
+from lasr.train import lr_at
 from conftest import lasr, lasr_env, lasr_popen
 from ddp_check import lr_by_step, validate_one_process
 
@@ -19,32 +20,48 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ddp_run(corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")/"ddp"
-    r = lasr("train", "--preset", "smoke", "--data-root", corpus, "--out", out, "--quiet", *DDP, threads=1, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out, r
+    """A smoke run in 2 processes, made by the study's run.ipynb: it runs `lasr train` as a process of its own (DDP
+    works where a notebook kernel could not start it), streams its log into the notebook, then evaluates.
+    Gives the run's folder, the notebook's text output (the command's stdout and stderr) and the study run folder."""
+    import nbformat
+    from lasr.study import execute_run
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in lasr_env(threads=1).items(): mp.setenv(k, v)
+        d = execute_run(tmp_path_factory.mktemp("runs")/"r", "smoke", [DDP[i + 1] for i in range(0, len(DDP), 2)], corpus)
+    nb = nbformat.read(d/"run.ipynb", as_version=4)
+    log = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    return d/"run", log, d
 
 def test_two_processes_start_and_only_rank_0_writes(ddp_run):
-    out, r = ddp_run
+    out, log, _ = ddp_run
     s = json.loads((out/"train.json").read_text())
     assert s["processes"] == 2 and s["global_batch"] == 2 * get_preset("smoke").optim.batch_size
-    assert "already holds a run" not in r.stderr
-    assert r.stdout.count("trained ") == 1                         # rank 1 prints nothing of its own
+    assert "already holds a run" not in log
+    assert log.count("trained ") == 1                              # rank 1 prints nothing of its own
     assert sorted(p.name for p in (out/"logs").iterdir()) == ["version_0"]
 
-def test_schedule_per_step_equals_one_process_with_the_global_batch(corpus, ddp_run, tmp_path):
-    out, _ = ddp_run
-    b = get_preset("smoke").optim.batch_size
-    one = train(get_preset("smoke", f"optim.batch_size={2 * b}"), corpus, tmp_path/"one", progress=False)
+def test_the_study_notebook_trains_in_two_processes(ddp_run, corpus):
+    "The run notebook's results: evaluated after the DDP training, the command's log in the notebook, no machine paths."
+    _, log, run = ddp_run
+    assert json.loads((run/"metrics.json").read_text())["n_items"] == 4 and (run/"result.json").exists()
+    assert "trained " in log and "mAP@10" in log                    # the commands' logs are in the notebook
+    assert str(run.parent) not in log and str(corpus) not in log    # and name no machine paths
+
+def test_schedule_per_step_equals_one_process_with_the_global_batch(ddp_run):
+    """Steps per epoch and the learning rate at every step are those of one process with the global batch: `lr_at`'s
+    (test_train's test_run_folder_is_self_describing checks a one-process run against the same)."""
+    out, _, _ = ddp_run
+    o = get_preset("smoke").optim
     ddp = json.loads((out/"train.json").read_text())
-    assert ddp["steps_per_epoch"] == one["steps_per_epoch"] == 16 * 5 // (2 * b)
-    assert ddp["steps"] == one["steps"]
-    a, c = lr_by_step(out), lr_by_step(tmp_path/"one")
-    assert sorted(a) == sorted(c) == list(range(one["steps"]))
-    assert a == c
+    spe = 16 * 5 // (2 * o.batch_size)                              # caption pairs / global batch
+    assert ddp["steps_per_epoch"] == spe and ddp["steps"] == spe * o.epochs
+    lr = lr_by_step(out)
+    assert sorted(lr) == list(range(ddp["steps"]))
+    np.testing.assert_allclose([lr[k] for k in sorted(lr)],
+                               [lr_at(k, spe, o.lr, o.min_lr, o.warmup_epochs, o.cosine_epochs) for k in sorted(lr)], rtol=1e-6)
 
 def test_validation_metrics_equal_one_process_metrics(corpus, ddp_run):
-    out, _ = ddp_run
+    out, _, _ = ddp_run
     mine, info = validate_one_process(out, corpus)
     assert set(mine) == set(info["metrics"]) and "val/mAP@10" in mine
     for k, v in info["metrics"].items(): assert mine[k] == pytest.approx(v, abs=1e-6), k
@@ -66,7 +83,7 @@ def test_a_failing_rank_ends_the_run_with_its_message(corpus, tmp_path):
 
 def test_resume_in_two_processes_continues_the_same_schedule(corpus, ddp_run, tmp_path):
     import os, signal
-    ref, _ = ddp_run
+    ref, _, _ = ddp_run
     out = tmp_path/"killed"
     p = lasr_popen("train", "--preset", "smoke", "--data-root", corpus, "--out", out, "--quiet", *DDP, threads=1,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -90,16 +107,3 @@ def test_resume_in_two_processes_continues_the_same_schedule(corpus, ddp_run, tm
     # the killed start's log reaches its checkpoint (FlushLogs) unless the kill landed in Lightning's rewrite of
     # the CSV (it rewrites the whole file when validation adds columns), which leaves it empty
     assert sorted(b) in (list(range(s["steps"])), resumed)
-
-def test_the_study_notebook_trains_in_two_processes(corpus, tmp_path, monkeypatch):
-    "The study's run.ipynb runs `lasr train` as a process of its own: DDP works where a notebook kernel could not start it."
-    import nbformat
-    from lasr.study import execute_run
-    for k, v in lasr_env(threads=1).items(): monkeypatch.setenv(k, v)
-    run = execute_run(tmp_path/"runs"/"r", "smoke", [DDP[i + 1] for i in range(0, len(DDP), 2)], corpus)
-    assert json.loads((run/"run"/"train.json").read_text())["processes"] == 2
-    assert json.loads((run/"metrics.json").read_text())["n_items"] == 4 and (run/"result.json").exists()
-    nb = nbformat.read(run/"run.ipynb", as_version=4)
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "trained " in text and "mAP@10" in text                  # the commands' logs are in the notebook
-    assert str(tmp_path) not in text                                  # and name no machine paths

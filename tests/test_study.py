@@ -1,6 +1,6 @@
 """The papermill study: `lasr reproduce` runs nbs/study/table1.ipynb and table2.ipynb, each running run.ipynb once per
 configuration into the run cache OUT/PRESET/runs/<run id>/, and assembles the tables from the runs."""
-import json, shutil
+import json, re, shutil
 from pathlib import Path
 import nbformat, pandas as pd, pytest
 from lasr.synth import synth_corpus
@@ -48,19 +48,21 @@ def test_both_tables_come_from_their_runs(study):
     full, hop = (json.loads((out/"runs"/run/"metrics.json").read_text()) for run in t2.run)
     assert d.loc[0, "mAP@10"] == pytest.approx(hop["mAP@10"] - full["mAP@10"], abs=1e-12)
 
-def test_the_run_cache(study):
+def test_the_run_cache(study, cli):
+    "Run again, a study redoes exactly the runs that are gone; the others (stage 1 and a row from it too) are cached."
     tmp, _ = study
     out = tmp/"reports"/"smoke"
     before = {p.name for p in (out/"runs").iterdir()}
-    r = _reproduce(tmp/"reports")                                  # again: nothing is redone
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert _ran(r.stderr) == [] and {p.name for p in (out/"runs").iterdir()} == before
-    victim = pd.read_csv(out/"table1.csv").run[1]
+    table1 = (out/"table1.md").read_text()
+    victim = pd.read_csv(out/"table2.csv").run[1]                 # a Table 2 row: it starts from the stage-1 run
     shutil.rmtree(out/"runs"/victim)                               # deleting one run redoes exactly that run
-    r = _reproduce(tmp/"reports", "--only", "table1")
+    r = _reproduce(tmp/"reports", "--only", "table2")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert _ran(r.stderr) == [victim]
-    assert (out/"table2.md").exists()                              # --only table1 keeps the other table
+    assert _ran(r.stderr) == [victim] and {p.name for p in (out/"runs").iterdir()} == before
+    assert (out/"table1.md").read_text() == table1                 # --only table2 keeps the other table
+    # and nothing is redone for the other table either: every run id of both tables is found again (no training)
+    r = cli("reproduce", "--preset", "smoke", "--out", tmp/"reports", "--plan", "--quiet")
+    assert r.returncode == 0 and "5 runs: 5 cached, 0 to run" in r.stdout, r.stdout + r.stderr
 
 def test_a_failed_study_keeps_the_previous_tables(study):
     tmp, _ = study
@@ -83,3 +85,29 @@ def test_the_paper_study_lists_everything_missing_at_once(tmp_path, cli):
                  "text weights roberta-large", "text weights gtr-t5-large", "GPU"):
         assert what in r.stderr, what
     assert not (tmp_path/"reports").exists()                       # before any work
+
+def test_a_users_study_adds_one_row_and_reuses_the_cache(study, cli):
+    "Issue 22: a user's file = the smoke study plus one Table 2 row; --plan shows it, and it runs exactly that row."
+    tmp, _ = study
+    smoke = tmp/"reports"/"smoke"
+    before = {p.name for p in (smoke/"runs").iterdir()}
+    t2 = (smoke/"table2.md").read_text()
+    f = tmp/"mine.toml"
+    f.write_text((ROOT/"nbs"/"study"/"smoke.toml").read_text()
+                 + '\n[[table2.rows]]\nname = "hop 2.5 s"\noverrides = ["audio.hop_seconds=2.5"]\nfrom = "stage1"\n')
+    r = cli("reproduce", "--preset", "smoke", "--out", tmp/"reports", "--plan", "--quiet")
+    plan = set(re.findall(r"\b[0-9a-f]{12}\b", r.stdout))
+    assert r.returncode == 0 and "5 runs: 5 cached, 0 to run" in r.stdout, r.stdout   # the plan's ids are the runs'
+    tables = {*pd.read_csv(smoke/"table1.csv").run, *pd.read_csv(smoke/"table2.csv").run}
+    assert len(plan) == 5 and tables < plan <= before                  # the tables' runs and stage 1
+    r = cli("reproduce", "--study", f, "--out", tmp/"reports", "--plan", "--only", "table2", "--quiet")
+    assert r.returncode == 0 and "4 runs: 3 cached, 1 to run" in r.stdout and "hop 2.5 s" in r.stdout, r.stdout
+    r = lasr("reproduce", "--study", f, "--out", tmp/"reports", "--only", "table2", cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    new = {p.name for p in (smoke/"runs").iterdir()} - before          # one run cache for the studies of a preset
+    assert len(_ran(r.stderr)) == 1 and set(_ran(r.stderr)) == new
+    t = pd.read_csv(tmp/"reports"/"mine"/"table2.csv")
+    assert list(t.row) == ["full system", "mean pooling", "hop 2.5 s"] and t.run.iloc[2] in new
+    assert list(t.run[:2]) == list(pd.read_csv(smoke/"table2.csv").run)   # the cached rows are the smoke study's runs
+    assert "(mine study, smoke preset)" in (tmp/"reports"/"mine"/"table2.md").read_text()
+    assert (smoke/"table2.md").read_text() == t2                       # the smoke study's tables are its own

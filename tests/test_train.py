@@ -7,7 +7,7 @@ import soundfile as sf, torch
 
 from lasr.core import get_preset
 from lasr.synth import synth_corpus
-from lasr.train import train, evaluate, load_model, embed_audio, embed_text
+from lasr.train import train, evaluate, load_model, embed_audio, embed_text, lr_at
 from lasr.metrics import read_predictions
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,13 @@ def test_run_folder_is_self_describing(run):
     assert info["preset"] == "smoke" and info["audio_pretrained"] is False and info["text_pretrained"] is False
     assert info["config"]["preset"] == "smoke" and len(info["data_fingerprint"]) == 40
     s = json.loads((run/"train.json").read_text())
-    assert s["steps"] == s["steps_per_epoch"] * get_preset("smoke").optim.epochs
+    o = get_preset("smoke").optim
+    assert s["steps_per_epoch"] == 32 * 5 // o.batch_size and s["steps"] == s["steps_per_epoch"] * o.epochs
+    # the learning rate of every step is lr_at's (the DDP test checks 2 processes against the same)
+    lr = lr_by_step(run)
+    assert sorted(lr) == list(range(s["steps"]))
+    np.testing.assert_allclose([lr[k] for k in sorted(lr)], [lr_at(k, s["steps_per_epoch"], o.lr, o.min_lr, o.warmup_epochs,
+                                                                   o.cosine_epochs) for k in sorted(lr)], rtol=1e-6)
 
 def test_clip_batches_with_frozen_cached_text_train_and_learn(corpus, tmp_path):
     "The demo's way of training (clip batches, cached mel and caption features, bf16) on the smoke model."
