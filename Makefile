@@ -34,10 +34,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q --durations=20 tests/test_export.py
 	$(BIN)/nbdev_test --n_workers 2 --timing
-	# two workers, one test file each at a time: much of a test's time is process start-up, imports and
-	# subprocesses, which overlap well on two cores; tests marked `alone` (the real-size paper dry run,
-	# ~22 GB) run afterwards by themselves
-	$(BIN)/python -m pytest -q --durations=20 -n 2 --dist loadfile -m "not alone" tests --ignore=tests/test_export.py
+	# two workers, one test file each at a time (test_package.py and test_study.py, which share the smoke study
+	# the installed wheel runs, together), the slowest first (tests/conftest.py): much of a test's time is process
+	# start-up, imports and subprocesses, which overlap well on two cores; tests marked `alone` (the real-size paper
+	# dry run, ~22 GB) run afterwards by themselves
+	$(BIN)/python -m pytest -q --durations=20 -n 2 --dist loadgroup --no-loadscope-reorder -m "not alone" tests --ignore=tests/test_export.py
 	$(BIN)/python -m pytest -q --durations=20 -m alone tests --ignore=tests/test_export.py
 
 bench: install

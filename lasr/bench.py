@@ -13,10 +13,11 @@ from .core import LasrError, keep_freed_memory
 from .synth import DEMO_N_EVAL
 
 # %% auto #0
-__all__ = ['FULL', 'QUICK', 'timed', 'cpu_name', 'machine_info', 'matmul_gflops', 'copy_gbps', 'transformer_flops',
-           'passt_window_flops', 'passt_forward', 'in_fresh_process', 'SavedTensors', 'tensor_bytes', 'train_step',
-           'train_figures', 'data_figures', 'metric_figures', 'eval_figures', 'clustered_vectors', 'index_case',
-           'search_figures', 'index_figures', 'precision_check', 'gpu_figures', 'targets', 'measure', 'render_markdown',
+__all__ = ['FULL', 'QUICK', 'timed', 'cpu_name', 'cpu_bf16_flags', 'machine_info', 'matmul_gflops', 'copy_gbps',
+           'transformer_flops', 'passt_window_flops', 'passt_forward', 'in_fresh_process', 'SavedTensors',
+           'tensor_bytes', 'train_step', 'train_figures', 'data_figures', 'metric_figures', 'eval_figures',
+           'clustered_vectors', 'index_case', 'search_figures', 'tone_library', 'index_figures', 'index_speed',
+           'top_k_agreement', 'bf16_rule', 'precision_check', 'gpu_figures', 'targets', 'measure', 'render_markdown',
            'run_bench']
 
 # %% ../nbs/10_bench.ipynb #b003e14a
@@ -40,6 +41,14 @@ def cpu_name() -> str:
     except OSError: pass
     return platform.processor() or platform.machine()
 
+# %% ../nbs/10_bench.ipynb #c8696d98
+def cpu_bf16_flags() -> list[str]:
+    "The CPU's bf16 instruction flags from /proc/cpuinfo (avx512_bf16, amx_bf16); empty where it has none or no /proc."
+    try: text = Path("/proc/cpuinfo").read_text()
+    except OSError: return []
+    flags = set(next((l.split(":", 1)[1].split() for l in text.splitlines() if l.startswith("flags")), []))
+    return [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+
 # %% ../nbs/10_bench.ipynb #aed6dd31
 def machine_info() -> dict:
     "What the figures depend on: CPU, threads, torch build, bf16 support, GPU (no paths, no host name)."
@@ -47,7 +56,7 @@ def machine_info() -> dict:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "os": platform.system(),
-            "fast_bf16": cpu_has_fast_bf16(), "gpu": gpu,
+            "fast_bf16": cpu_has_fast_bf16(), "bf16_flags": cpu_bf16_flags(), "gpu": gpu,
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
 
 # %% ../nbs/10_bench.ipynb #b009e14a
@@ -267,7 +276,7 @@ def eval_figures(preset: str = "demo", # model preset (random audio weights)
             shutil.rmtree(d / "run" / "embeddings")                  # otherwise the call reads the embeddings back
             evaluate(d / "run", root, progress=False, device="cpu")
         wall = timed(wall_once, repeats, warmup=0)
-        model = load_model(d / "run", "cpu")
+        model = load_model(d / "run", "cpu", precision="32")   # as evaluate, whatever the bf16 default
         sp, ds = RetrievalDataModule(model.cfg, root, progress=False).eval_split()
         batches = [collate([ds[i] for i in range(s, min(s + model.cfg.run.embed_batch_size, len(ds)))])
                    for s in range(0, len(ds), model.cfg.run.embed_batch_size)]
@@ -342,6 +351,22 @@ def search_figures(sizes: tuple = (10_000, 100_000, 1_000_000), # vectors in the
     out["search_largest_n"] = max(sizes)
     return out
 
+# %% ../nbs/10_bench.ipynb #cfa6f70d
+def tone_library(folder: str | Path, # created
+                 n_files: int, # FLAC files
+                 seconds: float, # length of each, s
+                 sample_rate: int = 44100, # their rate
+                ) -> Path: # `folder`
+    "A sound library to index: `n_files` FLAC files, each a tone of its own pitch and some noise (seed 0)."
+    import soundfile as sf
+    folder, rng = Path(folder), np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    for i in range(n_files):
+        x = 0.1 * np.sin(2 * np.pi * (100 + 50 * i) * t) + 0.02 * rng.standard_normal(len(t))
+        sf.write(folder / f"{i:03d}.flac", x.astype(np.float32), sample_rate)
+    return folder
+
 # %% ../nbs/10_bench.ipynb #c4da1dc4
 def index_figures(preset: str = "demo", # model preset (random weights, pretrained text weights as the preset has them)
                   n_files: int = 24, # generated FLAC files
@@ -351,7 +376,6 @@ def index_figures(preset: str = "demo", # model preset (random weights, pretrain
                   repeats: int = 3, # timed builds and forwards (median)
                  ) -> dict:
     "`lasr.index.build_index` wall time against the pure forward (encoder + pooling) on the same windows."
-    import soundfile as sf
     from lasr.core import get_preset
     from lasr.model import create_model
     from lasr.train import save_checkpoint, load_model
@@ -360,12 +384,8 @@ def index_figures(preset: str = "demo", # model preset (random weights, pretrain
         d, cfg = Path(d), get_preset(preset)
         torch.manual_seed(0)
         save_checkpoint(create_model(cfg), d / "run" / "best", cfg)
-        model, rng = load_model(d / "run", "cpu"), np.random.default_rng(0)
-        (d / "lib").mkdir()
-        t = np.arange(int(seconds * sample_rate)) / sample_rate
-        for i in range(n_files):
-            x = 0.1 * np.sin(2 * np.pi * (100 + 50 * i) * t) + 0.02 * rng.standard_normal(len(t))
-            sf.write(d / "lib" / f"{i:03d}.flac", x.astype(np.float32), sample_rate)
+        model = load_model(d / "run", "cpu", precision="32")   # float32 both sides (bf16: `index_speed`)
+        tone_library(d / "lib", n_files, seconds, sample_rate)
         build_index(d / "lib", model, d / "warm", batch_windows=batch_windows)   # warm-up: lazy init, file cache
         n = iter(range(repeats))
         build = timed(lambda: build_index(d / "lib", model, d / f"idx{next(n)}", batch_windows=batch_windows), repeats, 0)
@@ -381,27 +401,106 @@ def index_figures(preset: str = "demo", # model preset (random weights, pretrain
     return {"index_build_s": build, "index_forward_s": fwd, "index_files": n_files, "index_windows": len(x),
             "index_audio_hours_per_s": n_files * seconds / 3600 / build}
 
+# %% ../nbs/10_bench.ipynb #907f58d7
+def index_speed(encoder: str = "passt", # audio encoder, random weights (`passt`: the paper's size)
+                precisions: tuple = ("32", "bf16"), # embedding precisions timed
+                n_files: int = 12, # generated FLAC files
+                seconds: float = 20.0, # length of each, s
+                preset: str = "demo", # the rest of the model (windows, pooling, head; text side random)
+                batch_windows: int = 32, # windows per encoder call, as `lasr index` defaults
+                repeats: int = 2, # timed builds per precision (median), after a one-file warm-up build
+               ) -> dict: # index_build_{fp32,bf16}_audio_hours_per_s and _s
+    "`lasr.index.build_index` speed in audio hours per second in each precision, on one model and one library."
+    from lasr.core import get_preset
+    from lasr.model import create_model
+    from lasr.index import build_index
+    cfg = get_preset(preset, f"audio.encoder={encoder}", "audio.pretrained=false", "text.pretrained=false")
+    torch.manual_seed(0)
+    model = create_model(cfg, load_weights=False).eval()
+    model.cfg, model.info = cfg, {"sha256": f"random-{encoder}"}   # no checkpoint: the index needs only a fingerprint
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        lib, warm = tone_library(d / "lib", n_files, seconds), tone_library(d / "warm", 1, seconds)
+        for p in precisions:
+            name, n = ("fp32" if p == "32" else p), iter(range(repeats))
+            model.precision = p
+            build_index(warm, model, d / f"warm-{p}", batch_windows=batch_windows)
+            t = timed(lambda: build_index(lib, model, d / f"{p}-{next(n)}", batch_windows=batch_windows), repeats, 0)
+            out[f"index_build_{name}_s"] = t
+            out[f"index_build_{name}_audio_hours_per_s"] = n_files * seconds / 3600 / t
+    return out
+
+# %% ../nbs/10_bench.ipynb #8a3011a7
+def top_k_agreement(a: np.ndarray, # (queries, items) similarities of one system
+                    b: np.ndarray, # the same queries and items under the other
+                    k: int = 10,
+                   ) -> float: # mean over queries of |top-k(a) & top-k(b)| / k
+    "Share of each query's top-k items under `a` that are also in its top-k under `b`, averaged over queries."
+    k = min(k, a.shape[1])
+    ta, tb = (np.argsort(-x, axis=1, kind="stable")[:, :k] for x in (a, b))
+    return float(np.mean([len(np.intersect1d(x, y)) / k for x, y in zip(ta, tb)]))
+
+# %% ../nbs/10_bench.ipynb #a8e5039b
+def bf16_rule(comparison: dict, # `lasr.metrics.compare_predictions` of float32 against bf16: difference, ci
+              agreement: float, # `top_k_agreement` of the two similarity matrices (top 10)
+              max_points: float | None = None, # None: `lasr.train.BF16_MAX_POINTS`
+              min_top10: float | None = None, # None: `lasr.train.BF16_MIN_TOP10`
+             ) -> dict: # {"intervals_contain_zero", "within_max_points", "top10_agree", "holds"}
+    "The three parts of the bf16 rule, and whether all of them hold."
+    from lasr.train import BF16_MAX_POINTS, BF16_MIN_TOP10
+    max_points = BF16_MAX_POINTS if max_points is None else max_points
+    min_top10 = BF16_MIN_TOP10 if min_top10 is None else min_top10
+    zero = all(lo <= 0 <= hi for lo, hi in comparison["ci"].values() if np.isfinite([lo, hi]).all())
+    moved = max(abs(d) * 100 for d in comparison["difference"].values() if np.isfinite(d))
+    parts = {"intervals_contain_zero": bool(zero), "within_max_points": bool(moved <= max_points),
+             "top10_agree": bool(agreement >= min_top10)}
+    return {**parts, "holds": all(parts.values())}
+
 # %% ../nbs/10_bench.ipynb #92b4ee76
+def _captions_csv(data_root: Path, split: str) -> Path:
+    "The Clotho captions CSV of `split` under `data_root` (the layout `lasr.data.read_clotho` reads)."
+    base = data_root if (data_root / "clotho_csv_files").is_dir() else data_root / "CLOTHO_v2.1"
+    return base / "clotho_csv_files" / f"clotho_captions_{split}.csv"
+
 def precision_check(run: str | Path, # a trained run folder (the demo study's full system)
-                    data_root: str | Path, # its corpus
+                    data_root: str | Path, # its corpus (Clotho layout)
                     split: str = "evaluation",
                     out: str | Path | None = None, # JSON to write the result to
-                   ) -> dict: # {"float32": metrics, "bf16": metrics, "max_delta_points": float, ...}
-    "A run's retrieval metrics embedded in float32 and under bf16 autocast, and their largest difference (x100)."
+                    k: int = 10, # hits compared per caption
+                    resamples: int = 1000, # paired clip bootstrap
+                   ) -> dict: # metrics both ways, differences and intervals (x100), top-k agreement, rule, CPU
+    "A run evaluated in float32 and under bf16 autocast on this CPU, judged by the bf16 rule (`bf16_rule`)."
     import shutil
-    from lasr.train import evaluate, BF16_ALLOWED_POINTS
+    from lasr.train import evaluate, BF16_MAX_POINTS, BF16_MIN_TOP10, BF16_RULE_HOLDS
+    from lasr.metrics import compare_predictions, read_predictions
     keys = ("R@1", "R@5", "R@10", "mAP@10", "mAP@16")
     with tempfile.TemporaryDirectory() as d:
-        copy = Path(d) / "run"
+        d = Path(d)
+        copy = d / "run"
         shutil.copytree(run, copy, ignore=shutil.ignore_patterns("embeddings", "last.*", "lightning*", "logs", "*.ckpt"))
         m = {}
         for name, p in (("float32", "32"), ("bf16", "bf16")):
             t0 = time.perf_counter()
-            r = evaluate(copy, data_root, split, progress=False, device="cpu", precision=p)
+            r = evaluate(copy, data_root, split, predictions=d / f"{name}.csv", progress=False, device="cpu", precision=p)
             m[name] = {**{k: r[k] for k in keys}, "seconds": round(time.perf_counter() - t0, 2)}
-    delta = max(abs(m["float32"][k] - m["bf16"][k]) * 100 for k in keys)
-    res = {**m, "max_delta_points": round(delta, 4), "allowed_points": BF16_ALLOWED_POINTS, "split": split, "n_queries": r["n_queries"],
-           "n_items": r["n_items"], "cpu": cpu_name(), "fast_bf16": machine_info()["fast_bf16"],
+        c = compare_predictions(d / "float32.csv", d / "bf16.csv", _captions_csv(Path(data_root), split), resamples=resamples)
+        (qa, na, sa), (qb, nb, sb) = read_predictions(d / "float32.csv"), read_predictions(d / "bf16.csv")
+        assert qa == qb and na == nb   # one split, written twice by `evaluate`: the same rows and columns
+        agreement = top_k_agreement(sa, sb, k)
+    c = {part: {key: v for key, v in c[part].items() if key in keys} for part in ("difference", "ci")}
+    rule = bf16_rule(c, agreement)
+    machine = machine_info()
+    res = {**m, "difference_points": {key: round(100 * v, 4) for key, v in c["difference"].items()},
+           "ci_points": {key: [round(100 * x, 4) for x in v] for key, v in c["ci"].items()},
+           f"top{k}_agreement": round(agreement, 4),
+           "max_delta_points": round(max(abs(v) for v in c["difference"].values()) * 100, 4),
+           "rule": {"interval": f"paired 95% clip bootstrap of float32 - bf16, {resamples} resamples, seed 0",
+                    "max_points": BF16_MAX_POINTS, "min_top10_agreement": BF16_MIN_TOP10},
+           "checks": {key: v for key, v in rule.items() if key != "holds"}, "rule_holds": rule["holds"],
+           "rule_holds_in_lasr": BF16_RULE_HOLDS, "split": split, "n_queries": r["n_queries"], "n_items": r["n_items"],
+           "cpu": machine["cpu"], "fast_bf16": machine["fast_bf16"], "bf16_flags": machine["bf16_flags"],
+           "torch": machine["torch"], "torch_threads": machine["torch_threads"],
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -476,6 +575,8 @@ _LIMITS = {
     "index_vs_forward": "decoding and resampling (two threads, four files ahead) share a 2-core machine with the "
         "encoder's two threads, so they take from the forward what they do not hide, and the first batch waits for a "
         "dozen short files; a larger model or a larger library hides them better. Tried: one thread one file ahead (0.75)",
+    "index_bf16_vs_fp32": "decoding, resampling, the mel front end and the pooling run in float32 in both precisions, "
+        "and bf16 autocast adds casts around every linear layer: the part of the build bf16 does not speed up",
     "partial_vs_full_memory": "the frozen blocks run without autograd and keep nothing, but the trained blocks, the "
         "pooling and the heads keep the same activations in both configurations",
     "search_approx_p50": "one query scans nprobe inverted lists of float32 vectors: memory bandwidth of one core; "
@@ -516,6 +617,10 @@ def targets(f: dict, # figures of one run
     if "index_build_s" in f:
         t.append(_target("index_vs_forward", "index build speed / pure forward speed on the same windows", f,
                          "index_forward_s", "index_build_s", ">=", 0.9))
+    # bf16 is fast only in hardware: elsewhere it is emulated, and the target does not apply
+    if "index_build_bf16_audio_hours_per_s" in f and machine.get("fast_bf16"):
+        t.append(_target("index_bf16_vs_fp32", "index build audio hours/s, bf16 autocast / float32 (paper-size PaSST, "
+                         "random weights)", f, "index_build_bf16_audio_hours_per_s", "index_build_fp32_audio_hours_per_s", ">=", 2.0))
     if "search_largest_n" in f:
         n = int(f["search_largest_n"])
         t += [_target("search_approx_p50", f"approximate index, one query, p50 ms at {n:,} vectors", f,
@@ -531,11 +636,13 @@ def targets(f: dict, # figures of one run
 FULL = dict(matmul_n=2048, copy_mb=256, encoder="passt", batches=(1, 8), repeats=3, eval_preset="demo", n_eval=DEMO_N_EVAL,
             train_encoder="passt", train_clips=2, train_seconds=30.0, data_clips=8, data_seconds=30.0,
             metrics=(5225, 1045, 1000), search_sizes=(10_000, 100_000, 1_000_000), search_dim=256,
-            index_files=24, index_seconds=20.0, fresh=True)
+            index_files=24, index_seconds=20.0, speed_encoder="passt", speed_files=12, speed_seconds=20.0,
+            speed_repeats=2, speed_bf16_emulated=False, fresh=True)
 
 QUICK = dict(matmul_n=256, copy_mb=16, encoder="passt-tiny", batches=(1, 2), repeats=1, eval_preset="smoke", n_eval=4,
              train_encoder="passt-tiny", train_clips=1, train_seconds=12.0, data_clips=2, data_seconds=5.0,
              metrics=(500, 100, 100), search_sizes=(2_000, 5_000), search_dim=32, index_files=2, index_seconds=3.0,
+             speed_encoder="passt-tiny", speed_files=2, speed_seconds=3.0, speed_repeats=1, speed_bf16_emulated=True,
              fresh=False)
 
 # %% ../nbs/10_bench.ipynb #999f4074
@@ -563,6 +670,10 @@ def measure(s: dict, # sizes: `FULL` or `QUICK`
     _log(progress, "search"); f.update(search_figures(s["search_sizes"], s["search_dim"], fresh=s["fresh"]))
     _log(progress, "index build"); f.update(index_figures(s["eval_preset"], s["index_files"], s["index_seconds"],
                                                                  repeats=s["repeats"]))
+    # bf16 only where it runs in hardware (emulated, the paper-size PaSST would take minutes), or at the tiny quick sizes
+    _log(progress, "index build speed, fp32 and bf16")
+    f.update(index_speed(s["speed_encoder"], ("32", "bf16") if fast or s["speed_bf16_emulated"] else ("32",),
+                         s["speed_files"], s["speed_seconds"], repeats=s["speed_repeats"]))
     return {k: float(v) for k, v in f.items()}
 
 # %% ../nbs/10_bench.ipynb #b036e14a
@@ -589,7 +700,7 @@ def render_markdown(r: dict) -> str:
 
 # %% ../nbs/10_bench.ipynb #6849255f
 def _notes(s: dict, gpu: dict | None, machine: dict) -> list[str]:
-    from lasr.train import BF16_MAX_DELTA, BF16_ALLOWED_POINTS
+    from lasr.train import BF16_MAX_POINTS, BF16_MIN_TOP10, BF16_RULE_HOLDS
     n = [f"Sizes: PaSST `{s['encoder']}` with random weights, batches {list(s['batches'])} of 10 s windows; evaluation on the "
          f"embedded corpus ({s['n_eval']} clips, preset `{s['eval_preset']}`); training steps of the audio side "
          f"(`{s['train_encoder']}`, encoder + pooling + head + loss + AdamW, {s['train_clips']} clip(s) of "
@@ -603,13 +714,19 @@ def _notes(s: dict, gpu: dict | None, machine: dict) -> list[str]:
          f"same windows.",
          "Timings are only as quiet as the machine: another job on a 2-core machine can halve any figure, and "
          "`bench_wall_s` (the whole benchmark; the goal is under 10 minutes) grows with the load.",
-         "Embedding precision: on a CPU with bf16 instructions `evaluate`, `index`, `search` and `embed` would default to "
-         "bf16 autocast (`lasr.train.inference_precision`) if bf16 moved the demo's full system's metrics by at most "
-         f"{BF16_ALLOWED_POINTS} points against float32; it moved them by up to {BF16_MAX_DELTA} (`reports/bf16_check.json`, `precision_check`), "
-         "so float32 stays the default. "
-         + ("This CPU has them: bf16 PaSST is measured above." if machine["fast_bf16"] else
-            "This CPU has none (bf16 is emulated: see the bf16 matmul ceiling above), so everything here runs in float32 "
-            "and the bf16 speed figures need another machine.")]
+         f"Index build speed (`index_build_fp32_*`, `index_build_bf16_*`): `lasr index` on {s['speed_files']} generated "
+         f"files of {s['speed_seconds']:g} s with `{s['speed_encoder']}` (random weights; the `demo` preset's windows, pooling "
+         "and head), in float32 and under bf16 autocast, in audio hours per second.",
+         "Embedding precision: on a CPU with bf16 instructions and on CUDA, `index`, `search` and `embed` default to bf16 "
+         "autocast (`lasr.train.inference_precision`) if the bf16 rule holds: on the demo's full system, every metric's "
+         f"paired 95% interval float32 - bf16 contains zero, no metric moves by more than {BF16_MAX_POINTS:g} point x100, and "
+         f"the top-10 hits agree on at least {BF16_MIN_TOP10:.0%} (`precision_check`, `reports/bf16_check.json`). It "
+         f"{'holds' if BF16_RULE_HOLDS else 'is not established'} in this lasr (`BF16_RULE_HOLDS`), so their default is "
+         f"{'bf16 where the hardware has it' if BF16_RULE_HOLDS else 'float32'}; `evaluate` and the study stay float32. "
+         + (f"This CPU has bf16 instructions ({', '.join(machine.get('bf16_flags') or []) or 'detected by torch'}): bf16 "
+            "PaSST and the bf16 index build are measured above." if machine["fast_bf16"] else
+            "This CPU has none (bf16 is emulated: see the bf16 matmul ceiling above), so the bf16 speed figures and the "
+            "bf16 index target need another machine.")]
     n.append("GPU: " + (f"figures above from `lasr bench --gpu` on {machine['gpu']}." if gpu else
                         "no GPU on this machine: `lasr bench --gpu` (paper and baseline-like configurations, batch 64, bf16 "
                         "mixed precision) was not run; run it where a CUDA card is at hand."))

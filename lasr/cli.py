@@ -27,12 +27,17 @@ def _add_data_root(p, required: bool = True, help: str = "folder holding the cor
 def _add_quiet(p, help: str = "no progress bars"):
     p.add_argument("--quiet", action="store_true", help=help)
 
-_FP32_HELP = ("embed in float32 even where the default would be bf16 autocast (a CPU with bf16 instructions, if "
-              "bf16 kept the demo's metrics within 0.5 points; it did not, so float32 is the default everywhere)")
+_FP32_HELP = ("embed in float32 even where the default is bf16 autocast: a CUDA GPU or a CPU with bf16 instructions, "
+              "once the bf16 rule holds (lasr.train.BF16_RULE_HOLDS; README, 'Speed on a CPU')")
 
-def _add_fp32(p): p.add_argument("--fp32", action="store_true", help=_FP32_HELP)
+_BF16_HELP = "embed under bf16 autocast (default: float32, so that the numbers compare across machines)"
 
-def _precision(args) -> str: return "32" if getattr(args, "fp32", False) else "auto"
+def _add_fp32(p, help: str = _FP32_HELP): p.add_argument("--fp32", action="store_true", help=help)
+
+def _add_bf16(p): p.add_argument("--bf16", action="store_true", help=_BF16_HELP)
+
+def _precision(args, default: str = "auto") -> str: # "32" with --fp32, "bf16" with --bf16, else `default`
+    return "32" if getattr(args, "fp32", False) else "bf16" if getattr(args, "bf16", False) else default
 
 def _progress(args) -> bool:
     "Progress bars only on a terminal (`lasr.core.live_progress`): a log file gets no carriage-return stream."
@@ -158,7 +163,7 @@ def cmd_evaluate(args) -> int:
     from lasr.train import evaluate
     from lasr.metrics import format_metrics
     m = evaluate(args.run, args.data_root, args.split, args.relevance, args.out, args.predictions,
-                 progress=_progress(args), device=args.device, ci=args.ci, precision=_precision(args))
+                 progress=_progress(args), device=args.device, ci=args.ci, precision=_precision(args, "32"))
     print(format_metrics({k: v for k, v in m.items() if k != "ci"}, m.get("ci")))
     return 0
 
@@ -175,7 +180,9 @@ def _add_evaluate(sub):
     p.add_argument("--ci", action="store_true", help="add a 95%% bootstrap interval to each metric (as lasr score --ci)")
     p.add_argument("--device", default="auto", help="auto (the first CUDA GPU when there is one, else the CPU), "
                                                     "cpu, cuda or cuda:N")
-    _add_fp32(p); _add_quiet(p)
+    g = p.add_mutually_exclusive_group()
+    _add_fp32(g, "embed in float32 (the default; kept so that scripts run everywhere)"); _add_bf16(g)
+    _add_quiet(p)
     p.set_defaults(func=cmd_evaluate)
 
 # %% ../nbs/09_cli.ipynb #9c58ba5e
@@ -279,7 +286,9 @@ def _add_search(sub):
                        description="Rank the files of an index for each query with their score and best time span "
                                    "(the window that matches the query best, in seconds). Queries are words, the "
                                    "lines of a file (one process for all), or recordings (--audio: sounds most like "
-                                   "it). The index refuses a model other than the one that made it.")
+                                   "it), embedded in the precision the index was built in (--fp32 on a bf16 index is "
+                                   "refused: rebuild it with lasr index --fp32). The index refuses a model other than "
+                                   "the one that made it.")
     p.add_argument("index", type=Path, help="index folder made by lasr index")
     p.add_argument("text", nargs="?", help="query text")
     p.add_argument("--queries", type=Path, help="text file, one query per line")

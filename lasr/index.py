@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_index.ipynb #6a7824bd
 from __future__ import annotations
-import json, math, os, shutil, sys, time, uuid
+import contextlib, json, math, os, shutil, sys, time, uuid
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,8 @@ from .core import LasrError, live_progress
 # %% auto #0
 __all__ = ['INDEX_FORMAT', 'EXACT_MAX_FILES', 'LONG_SECONDS', 'audio_extensions', 'list_audio', 'decode', 'file_windows',
            'cut_windows', 'pool_file', 'FileEmbedding', 'embed_files', 'model_fingerprint', 'ivf_lists', 'vector_index',
-           'read_manifest', 'resolve_model', 'build_index', 'LibraryIndex', 'embed_audio_files', 'search',
-           'export_embeddings', 'explore']
+           'read_manifest', 'resolve_model', 'embedding_precision', 'build_index', 'LibraryIndex', 'embed_audio_files',
+           'search', 'export_embeddings', 'explore']
 
 # %% ../nbs/08_index.ipynb #1a2333a2
 INDEX_FORMAT = "lasr-index-1"
@@ -291,7 +291,7 @@ def _file_key(p: Path) -> dict:
 
 # %% ../nbs/08_index.ipynb #9da9462e
 def resolve_model(model, # a loaded model (`lasr.train.load_model`), or a run folder / checkpoint path
-                  precision: str = "auto", # of embedding, when `model` is a path: auto (bf16 on a CPU with bf16 instructions) | 32 | bf16
+                  precision: str = "auto", # of embedding, when `model` is a path: auto (`lasr.train.inference_precision`) | 32 | bf16
                  ) -> tuple: # (the model, the resolved run path it was loaded from; None for a model given loaded)
     "The model to embed with: a loaded model as it is, a run folder or checkpoint loaded with `lasr.train.load_model`."
     from lasr.train import load_model
@@ -299,6 +299,18 @@ def resolve_model(model, # a loaded model (`lasr.train.load_model`), or a run fo
         run = getattr(model, "run_path", None)
         return model, str(Path(run).resolve()) if run else None
     return load_model(model, precision=precision), str(Path(model).resolve())
+
+# %% ../nbs/08_index.ipynb #e3b4a528
+@contextlib.contextmanager
+def embedding_precision(model, # a loaded model
+                        precision: str, # "32" or "bf16"
+                       ):
+    "Within the block `model` embeds in `precision` (an index's, whatever the model was loaded with); then as before."
+    old, model.precision = model.precision, precision
+    try: yield model
+    finally: model.precision = old
+
+_NAMES = {"32": "float32", "bf16": "bf16"}   # precisions as messages name them
 
 # %% ../nbs/08_index.ipynb #fb3e5702
 def build_index(folder: str | Path, # the sound library (searched recursively)
@@ -309,13 +321,19 @@ def build_index(folder: str | Path, # the sound library (searched recursively)
                 batch_windows: int = 32, # windows per encoder call
                 exact_max: int = EXACT_MAX_FILES, # largest exact index; above it inverted lists (IVF)
                 progress: bool = False,
-                precision: str = "auto", # of embedding, when `model` is a path: auto (bf16 on a CPU with bf16 instructions) | 32 | bf16
+                precision: str = "auto", # of embedding: auto (`lasr.train.inference_precision`; with `update`, the index's) | 32 | bf16
                ) -> dict: # report: files, windows, added, updated, removed, skipped [{path, reason}]
     "Index every audio file under `folder`: window and file embeddings, a manifest, a faiss index; atomic."
     from lasr import __version__
     if dtype not in ("float32", "float16"): raise LasrError(f"dtype must be float32 or float16, got {dtype!r}")
-    model, run = resolve_model(model, precision)
     folder, out = Path(folder).resolve(), Path(out)
+    # --update embeds new files in the precision of the vectors already there: one index, one precision
+    prev = read_manifest(out).get("precision", "32") if update and (out / "manifest.json").exists() else None
+    if prev and precision not in ("auto", prev):
+        raise LasrError(f"{out} holds {_NAMES.get(prev, prev)} vectors and --update embeds new files alike, not in {_NAMES.get(precision, precision)}: "
+                        f"{'leave out --fp32' if precision == '32' else 'keep its precision'}, or rebuild it without --update")
+    model, run = resolve_model(model, prev or precision)
+    prec = prev or model.precision
     fp = model_fingerprint(model)
     if out.exists() and not (out / "manifest.json").exists() and any(out.iterdir()):
         raise LasrError(f"{out} exists and is not a lasr index: choose another --out")
@@ -337,9 +355,10 @@ def build_index(folder: str | Path, # the sound library (searched recursively)
     out.mkdir(parents=True, exist_ok=True)
     new = {}
     skipped = {p: s for p, s in old_skip.items() if p in keys and same(s, p)}
-    for rel, emb, reason in embed_files(model, folder, todo, batch_windows, out / f".tmp-scratch-{os.getpid()}", progress):
-        if emb is None: skipped[rel] = {"path": rel, "reason": reason, **keys[rel]}
-        else: new[rel] = emb
+    with embedding_precision(model, prec):
+        for rel, emb, reason in embed_files(model, folder, todo, batch_windows, out / f".tmp-scratch-{os.getpid()}", progress):
+            if emb is None: skipped[rel] = {"path": rel, "reason": reason, **keys[rel]}
+            else: new[rel] = emb
     shutil.rmtree(out / f".tmp-scratch-{os.getpid()}", ignore_errors=True)
     entries, fv, wv, offset = [], [], [], 0
     for p in paths:
@@ -368,7 +387,7 @@ def build_index(folder: str | Path, # the sound library (searched recursively)
                 "model": {"path": run or (old or {}).get("model", {}).get("path"), "fingerprint": fp,
                           "preset": model.cfg.preset, "embed_dim": E},
                 "audio": {"sample_rate": a.sample_rate, "window_seconds": a.window_seconds, "hop_seconds": a.hop_seconds},
-                "pooling": model.cfg.model.pooling, "precision": model.precision, "index": desc, "report": report,
+                "pooling": model.cfg.model.pooling, "precision": prec, "index": desc, "report": report,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "files": entries, "skipped": sorted(skipped.values(), key=lambda s: s["path"])}
     _commit(out, fv.astype(dtype), wv.astype(dtype), vindex, manifest)
@@ -399,6 +418,8 @@ class LibraryIndex:
     def fingerprint(self) -> str: return self.manifest["model"]["fingerprint"]
     @property
     def root(self) -> Path: return Path(self.manifest["root"])
+    @property
+    def precision(self) -> str: return self.manifest.get("precision", "32")   # of its vectors: "32" or "bf16"
 
     def check_model(self, model) -> None:
         "Refuse a model other than the one whose vectors the index holds."
@@ -409,15 +430,19 @@ class LibraryIndex:
                             f"the model that made it ({self.manifest['model']['path']})")
 
     def load_model(self, model=None, # a run folder / checkpoint / loaded model; None = the one that made the index
-                   precision: str = "auto", # of query embedding when loading: auto | 32 | bf16
+                   precision: str = "auto", # of query embedding: auto (the index's) | 32 | bf16 (refused unless the index's)
                   ):
-        "The model that embeds queries, checked against the index's fingerprint."
+        "The model that embeds queries, checked against the index's fingerprint; loaded here in the index's precision."
+        if precision not in ("auto", self.precision):
+            raise LasrError(f"{self.path} holds {_NAMES.get(self.precision, self.precision)} vectors and queries are embedded in the index's precision, "
+                            f"not in {_NAMES.get(precision, precision)}: {'leave out --fp32' if precision == '32' else 'leave the precision to the index'}, "
+                            f"or rebuild the index in the precision you want (lasr index{' --fp32' if precision == '32' else ''})")
         if model is None:
             model = self.manifest["model"]["path"]
             if not model: raise LasrError(f"{self.path}: the manifest names no model: pass --model RUN")
             if not Path(model).exists():
                 raise LasrError(f"{self.path} was made with {model}, which no longer exists: pass --model RUN")
-        model, _ = resolve_model(model, precision)
+        model, _ = resolve_model(model, self.precision)
         self.check_model(model)
         return model
 
@@ -467,18 +492,19 @@ def search(index: str | Path | LibraryIndex, # index folder or a loaded index
            audio: list[str | Path] = (), # audio queries: find the sounds most like these recordings
            k: int = 10, # hits per query
            model=None, # run folder or loaded model; None = the model recorded in the index
-           precision: str = "auto", # of query embedding when the model is loaded here: auto | 32 | bf16
+           precision: str = "auto", # of query embedding: auto = the index's; another than the index's is refused
           ) -> list[dict]: # one {"query": str, "hits": [{path, score, start, end}]} per query
-    "Search an index by text and/or by example; refuses a model other than the index's."
+    "Search an index by text and/or by example, embedding queries in the index's precision; refuses another model."
     from lasr.train import embed_text
     idx = index if isinstance(index, LibraryIndex) else LibraryIndex(index)
     if k < 1: raise LasrError(f"-k must be at least 1, got {k}")
     model = idx.load_model(model, precision)
     queries, vecs = [], []
-    if texts:
-        queries += list(texts); vecs.append(embed_text(model, list(texts)))
-    if audio:
-        queries += [str(a) for a in audio]; vecs.append(embed_audio_files(model, audio))
+    with embedding_precision(model, idx.precision):   # a model passed loaded, too
+        if texts:
+            queries += list(texts); vecs.append(embed_text(model, list(texts)))
+        if audio:
+            queries += [str(a) for a in audio]; vecs.append(embed_audio_files(model, audio))
     if not queries: return []
     hits = idx.search(np.concatenate(vecs), k)
     return [{"query": q, "hits": h} for q, h in zip(queries, hits)]
@@ -503,7 +529,7 @@ def export_embeddings(source: str | Path, # a folder of audio, or a captions CSV
                       out: str | Path, # .npy (with a .json manifest beside it) or .parquet (one table)
                       batch_windows: int = 32,
                       progress: bool = False,
-                      precision: str = "auto", # of embedding, when `model` is a path: auto | 32 | bf16
+                      precision: str = "auto", # of embedding, when `model` is a path: auto (`lasr.train.inference_precision`) | 32 | bf16
                      ) -> dict: # the manifest: rows (one per vector) and provenance
     "Export file (or caption) embeddings for another vector store; the manifest says what each row is."
     from lasr import __version__

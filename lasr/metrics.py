@@ -14,8 +14,8 @@ from .core import LasrError
 __all__ = ['NO_RANK', 'relevant_ranks', 'recall_at_k', 'average_precision_at_k', 'map_at_k', 'one_hot_relevance', 'query_values',
            'summarize', 'retrieval_metrics', 'chance_map_at_k', 'relevance_matrix', 'clip_resamples', 'resampled_means',
            'bootstrap_ci', 'paired_bootstrap', 'write_predictions', 'read_predictions', 'read_caption_pairs',
-           'read_relevance_csv', 'match_queries', 'score_predictions', 'compare_predictions', 'format_metrics',
-           'format_comparison']
+           'read_relevance_csv', 'match_queries', 'score_predictions', 'compare_predictions', 'scored_predictions',
+           'hierarchical_bootstrap', 'format_metrics', 'format_comparison']
 
 # %% ../nbs/06_metrics.ipynb #219ece1c
 NO_RANK = np.iinfo(np.int64).max // 2  # padding rank: beyond any k
@@ -349,6 +349,64 @@ def compare_predictions(similarity: str | Path,  # the first DCASE 2025 predicti
     pos = {k: i for i, k in enumerate(kb)}
     idx = np.array([pos[k] for k in ka])
     return paired_bootstrap(va, {k: v[idx] for k, v in vb.items()}, clips, resamples, seed)
+
+# %% ../nbs/06_metrics.ipynb #1962d776
+def scored_predictions(paths: list[str | Path],       # DCASE 2025 prediction CSVs over the same queries and audio files
+                       captions: str | Path,          # Clotho captions CSV of the split
+                       relevance: str | Path | None = None, # 2025 relevance CSV
+                      ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]: # (queries,) clip of each query, per file `query_values`
+    "Per-query metric values of several prediction files, aligned to the first file's queries."
+    qa, na, clips, first = _scored(paths[0], captions, relevance)
+    out, ka = [first], _occurrences(qa)
+    for p in paths[1:]:
+        qb, nb, _, vb = _scored(p, captions, relevance)
+        if set(na) != set(nb):
+            d = sorted(set(na) ^ set(nb))
+            raise LasrError(f"{paths[0]} and {p} score different audio files: {len(d)} differ, e.g. {_few(d)}")
+        kb = _occurrences(qb)
+        if set(ka) != set(kb):
+            d = sorted(q for q, _ in set(ka) ^ set(kb))
+            raise LasrError(f"{paths[0]} and {p} hold different queries: {len(d)} differ, e.g. {_few(d)}")
+        pos = {k: i for i, k in enumerate(kb)}
+        idx = np.array([pos[k] for k in ka])
+        out.append({k: v[idx] for k, v in vb.items()})
+    return clips, out
+
+# %% ../nbs/06_metrics.ipynb #a0fbe2bd
+def hierarchical_bootstrap(runs: list[dict[str, np.ndarray]],         # per seed: metric -> (queries,) from `query_values`
+                           clips: np.ndarray,                         # (queries,) clip of each query (shared by the seeds)
+                           other: list[dict[str, np.ndarray]] | None = None, # the same seeds of another system, in the same order: paired
+                           n: int = 1000, seed: int = 0, level: float = 0.95,
+                          ) -> dict:  # {value, ci} or, with `other`, {difference, ci, p_better}; each metric -> value
+    "Mean over seeds and its interval from resampling seeds, then clips; with `other`, the seed-matched paired difference."
+    if not runs: raise LasrError("no runs to summarise")
+    if other is not None and len(other) != len(runs):
+        raise LasrError(f"paired seeds: {len(runs)} runs against {len(other)}; give the same seeds of both")
+    k = len(runs)
+    counts, inv = clip_resamples(clips, n, seed)
+    # seed draws: a generator of its own, so that the clip draws are those of the clip bootstrap with the same seed
+    draws = np.random.default_rng([seed, 1]).integers(0, k, (n, k))
+    weights = np.stack([(draws == s).sum(1) for s in range(k)], 1) / k   # (n, k): share of each seed in each resample
+    def per_seed(rs):   # metric -> (k, n): each seed's metric on each resample's clips
+        m = [resampled_means(r, counts, inv) for r in rs]
+        return {key: np.stack([x[key] for x in m]) for key in rs[0]}
+    a = per_seed(runs)
+    b = per_seed(other) if other is not None else None
+    mean = lambda rs: {key: float(np.mean([summarize(r)[key] for r in rs])) for key in rs[0]}
+    out = {"difference" if b else "value": {}, "ci": {}, **({"p_better": {}} if b else {})}
+    ma, mb = mean(runs), mean(other) if b else None
+    for key in runs[0]:
+        x = a[key] - b[key] if b else a[key]
+        # a resampled seed whose drawn clips hold no query for a metric (NaN) is left out of that resample's mean
+        ok = np.isfinite(x).T
+        w = np.where(ok, weights, 0.0)
+        v = np.divide((np.where(ok, x.T, 0.0) * w).sum(1), w.sum(1), out=np.full(n, np.nan), where=w.sum(1) > 0)
+        out["ci"][key] = _interval(v, level)
+        if b:
+            out["difference"][key] = ma[key] - mb[key]
+            out["p_better"][key] = float((v[np.isfinite(v)] > 0).mean())
+        else: out["value"][key] = ma[key]
+    return out
 
 # %% ../nbs/06_metrics.ipynb #7729501e
 def format_metrics(m: dict,                # metric -> fraction (other values, e.g. counts, are printed as they are)

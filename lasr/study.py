@@ -5,7 +5,7 @@
 # %% ../nbs/11_study.ipynb #4e83c330
 from __future__ import annotations
 import contextlib, hashlib, json, os, shutil, sys, tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +18,12 @@ from .core import (Config, LasrError, get_preset, to_dict, missing_package, AUDI
 __all__ = ['FULL', 'STUDIES', 'STAGE', 'KERNEL', 'RUN_NOTEBOOK', 'DONE', 'TABLE1_METRICS', 'TABLE2_METRICS', 'MULTI',
            'PUBLISHED_TABLE1', 'PUBLISHED_TABLE2', 'RELEVANCE_FILE', 'TABLES', 'OUTPUTS', 'Cell', 'study_dir', 'Study',
            'study_file', 'load_study', 'select', 'cell_config', 'corpus_fingerprint', 'run_id', 'python_kernel',
-           'one_process', 'run_done', 'execute_run', 'cell_run_id', 'run_cell', 'x100', 'with_ci', 'read_run',
-           'training_precision', 'results_frame', 'display_frame', 'paired_differences', 'display_differences',
-           'markdown', 'published_table1', 'plot_table1', 'plot_table2', 'corpus_roots', 'corpus_label',
-           'ensure_corpus', 'table_setup', 'run_cells', 'doctor', 'made_by_reproduce', 'check_dest', 'table1_encoders',
-           'preflight', 'plan', 'reproduce']
+           'one_process', 'run_done', 'execute_run', 'stage1_of', 'cell_run_id', 'run_cell', 'x100', 'with_ci',
+           'read_run', 'training_precision', 'rows_of', 'seed_frame', 'results_frame', 'csv_frame', 'display_frame',
+           'seed_summary', 'seed_differences', 'paired_differences', 'display_differences', 'interval_note', 'markdown',
+           'published_table1', 'plot_table1', 'plot_table2', 'corpus_roots', 'corpus_label', 'ensure_corpus',
+           'table_setup', 'run_cells', 'doctor', 'made_by_reproduce', 'check_dest', 'table1_encoders', 'preflight',
+           'plan', 'reproduce']
 
 # %% ../nbs/11_study.ipynb #1f44de4e
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Cell:
     overrides: tuple[str, ...] = ()    # part.field=value on top of the preset
     corpus: str = "main"               # main | pretrain: the corpus the run trains on
     init: bool = False                 # start from the study's stage-1 run (Table 2's second stage)
+    seed: int | None = None            # the run's training seed (run.seed; None: the preset's), one cell per seed of a row
 
     @property
     def key(self) -> str: return f"{self.row} x {self.col}" if self.col else self.row
@@ -55,9 +57,9 @@ STAGE = "stage1"                            # the one stage a Table 2 row may st
 _SYNTH = {"seed": int, "n_dev": int, "n_val": int, "n_eval": int, "min_seconds": float, "max_seconds": float,
           "long_fraction": float, "sample_rate": int, "bank": str}   # the lasr synth arguments a corpus may set
 _KEYS = {"": {"preset", "seeds", "corpora", "table1", "stage1", "table2"},
-         "corpora": {"folder", "label", *_SYNTH}, "table1": {"schedule", "grid", "audio_overrides", "text_overrides"},
-         "table1.grid": {"audio", "text"}, "stage1": {"name", "corpus", "overrides", "label"},
-         "table2": {"schedule", "rows"}, "table2.rows": {"name", "overrides", "from"}}
+         "corpora": {"folder", "label", *_SYNTH}, "table1": {"schedule", "grid", "audio_overrides", "text_overrides", "seeds"},
+         "table1.grid": {"audio", "text"}, "stage1": {"name", "corpus", "overrides", "label", "per_seed"},
+         "table2": {"schedule", "rows", "seeds"}, "table2.rows": {"name", "overrides", "from", "seeds"}}
 
 @dataclass
 class Study:
@@ -65,13 +67,16 @@ class Study:
     name: str                      # the file's stem: results go to OUT/<name>/
     path: Path                     # the study file
     preset: str                    # the preset every run builds on
-    seeds: tuple[int, ...]         # training seeds (one for now)
+    seeds: tuple[int, ...]         # the study's training seeds (a table or a row may have its own)
     corpora: dict                  # main | pretrain -> {folder, label, synth arguments}; main may be absent (--data-root)
-    table1: list[Cell]             # Table 1's cells (empty: the study has no Table 1)
-    stage1: Cell | None            # the run Table 2's rows start from (None: none)
-    table2: list[Cell]             # Table 2's rows; the first is the reference of the paired differences
+    table1: list[Cell]             # Table 1's cells, one per seed of each (empty: the study has no Table 1)
+    stage1: Cell | None            # the run Table 2's rows start from (None: none); with per_seed, its first seed's
+    table2: list[Cell]             # Table 2's cells, one per seed of each row; the first row is the reference of the paired differences
     stage1_label: str = ""         # what stage 1 trained on, in words ("": its corpus's label)
+    stage1_runs: list[Cell] = field(default_factory=list)   # every stage-1 run: [stage1], or one per seed (per_seed)
 
+    def __post_init__(self):
+        if self.stage1 is not None and not self.stage1_runs: self.stage1_runs = [self.stage1]
     @property
     def tables(self) -> tuple[str, ...]: return tuple(t for t in ("table1", "table2") if getattr(self, t))
     @property
@@ -130,9 +135,21 @@ def _corpora(d: dict, bad: _Bad) -> dict:
         out[which] = dict(c)
     return out
 
-def _table1(d: dict, preset: str, seed_ov: tuple, bad: _Bad) -> list[Cell]:
-    "Table 1's cells: per grid block, audio x text; each encoder's overrides, then the schedule."
+def _seeds(v, entry: str, bad: _Bad) -> tuple[int, ...]:
+    "A `seeds` entry: a non-empty list of distinct integers."
+    if not isinstance(v, list) or not v or not all(isinstance(s, int) and not isinstance(s, bool) for s in v):
+        bad(entry, f"must be a non-empty list of integers, got {v!r}")
+    if len(set(v)) < len(v): bad(entry, f"a seed appears twice in {v!r}")
+    return tuple(v)
+
+def _seeded(cell: Cell, seeds: tuple[int, ...], base: int) -> list[Cell]:
+    "One cell per seed: `run.seed=S` last, except for the preset's own seed `base` (whose runs are the preset's)."
+    return [replace(cell, overrides=cell.overrides + (() if s == base else (f"run.seed={s}",)), seed=s) for s in seeds]
+
+def _table1(d: dict, preset: str, seeds: tuple, base: int, bad: _Bad) -> list[Cell]:
+    "Table 1's cells: per grid block, audio x text; each encoder's overrides, then the schedule; one cell per seed."
     bad.keys(d, "table1", "table1")
+    seeds = _seeds(d["seeds"], "table1.seeds", bad) if "seeds" in d else seeds
     sched = bad.strings(d.get("schedule", []), "table1.schedule")
     bad.config(preset, sched, "table1.schedule")
     ovs = {}
@@ -157,30 +174,33 @@ def _table1(d: dict, preset: str, seed_ov: tuple, bad: _Bad) -> list[Cell]:
         for a in g["audio"]:
             for t in g["text"]:
                 ov = (f"audio.encoder={a}", *ovs["audio"].get(a, ()), *((f"text.encoder={t}",) if t != base_text else ()),
-                      *ovs["text"].get(t, ()), *sched, *seed_ov)
+                      *ovs["text"].get(t, ()), *sched)
                 c = Cell("table1", a, t, ov)
                 if any(x.key == c.key for x in cells): bad(entry, f"the cell {c.key!r} appears twice")
                 bad.config(preset, ov, f"table1 cell {c.key!r}")
                 cells.append(c)
-    return cells
+    return [x for c in cells for x in _seeded(c, seeds, base)]
 
 # %% ../nbs/11_study.ipynb #609f95d6
-def _stage1(d: dict, preset: str, corpora: dict, seed_ov: tuple, bad: _Bad) -> tuple[Cell, str]:
-    "The stage-1 cell and its label."
+def _stage1(d: dict, preset: str, corpora: dict, bad: _Bad) -> tuple[Cell, str, bool]:
+    "The stage-1 cell (without its seed), its label and whether each seed has its own stage 1 (`per_seed`)."
     bad.keys(d, "stage1", "stage1")
     name, corpus = d.get("name", "stage 1"), d.get("corpus", "main")
     if not isinstance(name, str) or not name: bad("stage1.name", f"must be a non-empty string, got {name!r}")
     if corpus != "main" and corpus not in corpora: bad("stage1.corpus", f"{corpus!r} is not a corpus of the study "
                                                                          f"(defined: main{''.join(', ' + c for c in corpora if c != 'main')})")
-    ov = bad.strings(d.get("overrides", []), "stage1.overrides") + seed_ov
+    ov = bad.strings(d.get("overrides", []), "stage1.overrides")
     bad.config(preset, ov, "stage1")
     label = d.get("label", "")
     if not isinstance(label, str): bad("stage1.label", f"must be a string, got {label!r}")
-    return Cell("stage1", name, "", ov, corpus=corpus), label
+    per_seed = d.get("per_seed", False)
+    if not isinstance(per_seed, bool): bad("stage1.per_seed", f"must be true or false, got {per_seed!r}")
+    return Cell("stage1", name, "", ov, corpus=corpus), label, per_seed
 
-def _table2(d: dict, preset: str, has_stage1: bool, seed_ov: tuple, bad: _Bad) -> list[Cell]:
-    "Table 2's rows: the schedule, then each row's overrides; `from` names the stage it starts from."
+def _table2(d: dict, preset: str, has_stage1: bool, seeds: tuple, base: int, bad: _Bad) -> list[Cell]:
+    "Table 2's rows: the schedule, then each row's overrides; `from` names the stage it starts from; one cell per seed."
     bad.keys(d, "table2", "table2")
+    seeds = _seeds(d["seeds"], "table2.seeds", bad) if "seeds" in d else seeds
     sched = bad.strings(d.get("schedule", []), "table2.schedule")
     bad.config(preset, sched, "table2.schedule")
     rows = d.get("rows", [])
@@ -197,9 +217,10 @@ def _table2(d: dict, preset: str, has_stage1: bool, seed_ov: tuple, bad: _Bad) -
         if src and (src != STAGE or not has_stage1):
             bad(entry, f"starts from stage {src!r}, which the study does not define "
                        f"({'it defines: ' + STAGE if has_stage1 else 'it has no [stage1]'})")
-        ov = sched + bad.strings(r.get("overrides", []), f"{entry}.overrides") + seed_ov
+        ov = sched + bad.strings(r.get("overrides", []), f"{entry}.overrides")
         bad.config(preset, ov, entry)
-        cells.append(Cell("table2", name, "", ov, init=bool(src)))
+        rs = _seeds(r["seeds"], f"{entry}.seeds", bad) if "seeds" in r else seeds
+        cells += _seeded(Cell("table2", name, "", ov, init=bool(src)), rs, base)
     return cells
 
 # %% ../nbs/11_study.ipynb #c33ae586
@@ -214,18 +235,17 @@ def load_study(study: str | Path, # a shipped study's name (paper | demo | smoke
     if preset is None: bad("preset", "missing: name the preset every run builds on (paper | demo | smoke)")
     try: base = get_preset(preset)
     except LasrError as e: bad("preset", str(e))
-    seeds = d.get("seeds", [base.run.seed])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        bad("seeds", f"must be a non-empty list of integers, got {seeds!r}")
-    if len(seeds) > 1: bad("seeds", f"{len(seeds)} seeds: replicate seeds are not supported yet; give one seed")
-    # one seed: the preset's own adds nothing (so a study's runs are the preset's); another is set on every run
-    seed_ov = () if seeds[0] == base.run.seed else (f"run.seed={seeds[0]}",)
+    # each seed is its own run; the preset's own seed adds no override (so a study's runs are the preset's)
+    seeds, b = _seeds(d.get("seeds", [base.run.seed]), "seeds", bad), base.run.seed
     corpora = _corpora(d.get("corpora", {}), bad)
     if not any(t in d for t in ("table1", "table2")): bad("top level", "defines no table: add [table1] or [table2]")
-    t1 = _table1(d["table1"], preset, seed_ov, bad) if "table1" in d else []
-    s1, label = _stage1(d["stage1"], preset, corpora, seed_ov, bad) if "stage1" in d else (None, "")
-    t2 = _table2(d["table2"], preset, s1 is not None, seed_ov, bad) if "table2" in d else []
-    return Study(Path(path).stem, Path(path), preset, tuple(seeds), corpora, t1, s1, t2, label)
+    t1 = _table1(d["table1"], preset, seeds, b, bad) if "table1" in d else []
+    s1, label, per_seed = _stage1(d["stage1"], preset, corpora, bad) if "stage1" in d else (None, "", False)
+    t2 = _table2(d["table2"], preset, s1 is not None, seeds, b, bad) if "table2" in d else []
+    # a shared stage 1 is trained once, with the study's first seed; per_seed: one per seed of the rows that start from it
+    s1s = [] if s1 is None else _seeded(s1, tuple(dict.fromkeys(c.seed for c in t2 if c.init)) or seeds[:1], b) \
+          if per_seed else _seeded(s1, seeds[:1], b)
+    return Study(Path(path).stem, Path(path), preset, seeds, corpora, t1, s1s[0] if s1s else None, t2, label, s1s)
 
 # %% ../nbs/11_study.ipynb #1bedbbfd
 def select(cells: list[Cell], only: str = "") -> list[Cell]:
@@ -336,6 +356,14 @@ def execute_run(run_dir: Path,     # the run's folder (created; an interrupted r
     _portable(run_dir / RUN_NOTEBOOK, study_dir() / RUN_NOTEBOOK)   # no machine paths in what is kept
     return run_dir
 
+def stage1_of(stage1,      # the stage-1 run (a folder or run id), or seed -> run (one stage 1 per seed)
+              cell: Cell):
+    "The stage-1 run that `cell` starts from: the shared one, or its seed's."
+    if not isinstance(stage1, dict): return stage1
+    if cell.seed in stage1: return stage1[cell.seed]
+    if len(stage1) == 1: return next(iter(stage1.values()))
+    raise LasrError(f"{cell.key} (seed {cell.seed}) has no stage-1 run of its seed (stage 1 has seeds {', '.join(map(str, stage1))})")
+
 def cell_run_id(cell: Cell, preset: str,
                 root: Path,                 # the corpus the cell's run trains on
                 extra: tuple[str, ...] = (),# overrides on top of every cell
@@ -350,13 +378,14 @@ def run_cell(cell: Cell,                 # the configuration to run
              roots: dict[str, Path],     # corpus root by `cell.corpus` ("main", "pretrain")
              runs: Path,                 # the run cache: one folder per run id
              extra: tuple[str, ...] = (),# overrides on top of every cell (e.g. run.seed=1)
-             stage1: Path | None = None, # folder of the stage-1 run, for cells with `init`
+             stage1: Path | dict | None = None, # folder of the stage-1 run for cells with `init`, or seed -> folder (per_seed)
              device: str = "auto",
              log=None,
             ) -> tuple[Path, bool]:      # the run folder, whether it was (re)run now
     "The run of `cell`, from the cache when it is finished there, else executed (or resumed) now."
     init, ov = "", list(cell.overrides) + list(extra)
     if cell.init:
+        stage1 = stage1_of(stage1, cell)
         if stage1 is None or not run_done(stage1): raise LasrError(f"{cell.key} starts from the stage-1 run, which is not finished")
         init = stage1.name
         # a stage-1 run that pre-trained in its own first stage (the paper's full system) is started from there
@@ -392,29 +421,115 @@ def training_precision(dirs: list[Path]) -> str:
     "How the runs trained (Lightning's precision: 32-true, or bf16-mixed on a CPU with bf16 instructions); several joined."
     return ", ".join(sorted({read_run(d)["train"].get("precision", "not recorded") for d in dirs}))
 
-def results_frame(cells: list[Cell], dirs: list[Path], metrics: tuple[str, ...]) -> pd.DataFrame:
-    "One row per cell: its metrics (fractions), their intervals, chance and the run it came from."
-    rows = []
-    for c, d in zip(cells, dirs):
-        r = read_run(d)
-        m, ci = r["metrics"], r["metrics"].get("ci", {})
-        row = {"row": c.row, "col": c.col, "run": Path(d).name}
-        for k in metrics + ((MULTI,) if MULTI in m else ()):
-            row[k], row[f"{k} low"], row[f"{k} high"] = m[k], *(ci.get(k) or (np.nan, np.nan))
-        p = r["provenance"]
-        row.update({"chance mAP@10": r["chance_mAP@10"], "clips": m["n_items"], "queries": m["n_queries"],
-                    "audio weights": "pretrained" if p["audio_pretrained"] else "random",
-                    "text weights": "pretrained" if p["text_pretrained"] else "random",
-                    "train steps": r["train"]["steps"], "train s": r["train"].get("seconds")})
-        rows.append(row)
-    return pd.DataFrame(rows)
+def _run_row(c: Cell, d: Path, metrics: tuple[str, ...], r: dict | None = None, ci: dict | None = None) -> dict:
+    "One run's row: its metrics (fractions), their intervals (`ci`, default the run's own), chance and the run."
+    r = r or read_run(d)
+    m = r["metrics"]
+    ci = m.get("ci", {}) if ci is None else ci
+    row = {"row": c.row, "col": c.col, "run": Path(d).name}
+    for k in metrics + ((MULTI,) if MULTI in m else ()):
+        row[k], row[f"{k} low"], row[f"{k} high"] = m[k], *(ci.get(k) or (np.nan, np.nan))
+    p = r["provenance"]
+    row.update({"chance mAP@10": r["chance_mAP@10"], "clips": m["n_items"], "queries": m["n_queries"],
+                "audio weights": "pretrained" if p["audio_pretrained"] else "random",
+                "text weights": "pretrained" if p["text_pretrained"] else "random",
+                "train steps": r["train"]["steps"], "train s": r["train"].get("seconds")})
+    return row
+
+def rows_of(cells: list[Cell]) -> dict[str, list[int]]:
+    "The table's rows (cell keys, in order) and the positions of their seeds' cells."
+    out = {}
+    for i, c in enumerate(cells): out.setdefault(c.key, []).append(i)
+    return out
+
+def seed_frame(cells: list[Cell], dirs: list[Path], metrics: tuple[str, ...]) -> pd.DataFrame:
+    "One row per run (each seed of each row): its own metrics with its clip-bootstrap intervals, and its seed."
+    return pd.DataFrame([{**_run_row(c, d, metrics), "seed": c.seed} for c, d in zip(cells, dirs)])
+
+def results_frame(cells: list[Cell], dirs: list[Path], metrics: tuple[str, ...],
+                  captions: Path | None = None,  # the evaluation captions CSV: needed when a row has several seeds
+                  relevance: Path | None = None, # 2025 relevance CSV (the multi-relevant mAP)
+                 ) -> pd.DataFrame:
+    "One row per table row: its metrics (fractions; the mean over its seeds), their intervals, chance and its runs."
+    groups = rows_of(cells)
+    several = any(len(ix) > 1 for ix in groups.values())
+    out = []
+    for key, ix in groups.items():
+        ds = [dirs[i] for i in ix]
+        if len(ix) == 1: row = _run_row(cells[ix[0]], ds[0], metrics)   # one seed: the run's own numbers and interval
+        else:
+            if captions is None: raise LasrError(f"{key} has {len(ix)} seeds: its interval needs the evaluation captions")
+            s = seed_summary(ds, captions, relevance)
+            first = read_run(ds[0])
+            row = _run_row(cells[ix[0]], ds[0], metrics, {**first, "metrics": {**first["metrics"], **s["metrics"]},
+                           "train": {k: s["train"].get(k) for k in ("steps", "seconds")}}, s["ci"])
+            row["run"] = " ".join(Path(d).name for d in ds)
+        if several: row = {**{k: row[k] for k in ("row", "col")}, "seeds": len(ix), **row}
+        out.append(row)
+    return pd.DataFrame(out)
+
+def csv_frame(df: pd.DataFrame,    # `results_frame`
+              seeds: pd.DataFrame, # `seed_frame` of the same cells
+             ) -> pd.DataFrame:
+    "The table's CSV: `df` itself when every row has one seed, else each row (seed `mean`) followed by its seeds' own rows."
+    if "seeds" not in df: return df
+    parts = []
+    for _, r in df.iterrows():
+        parts.append(pd.DataFrame([{**r.to_dict(), "seed": "mean"}]))
+        s = seeds[(seeds["row"] == r["row"]) & (seeds["col"] == r["col"])]
+        parts.append(s.assign(seeds=1, seed=s["seed"].astype(object)))
+    out = pd.concat(parts, ignore_index=True)
+    return out[["row", "col", "seed", *[c for c in out.columns if c not in ("row", "col", "seed")]]]
 
 def display_frame(df: pd.DataFrame, metrics: tuple[str, ...], index: list[str]) -> pd.DataFrame:
-    "The table as a person reads it: x100, two decimals, each value with its interval."
-    out = df[index].copy()
+    "The table as a person reads it: x100, two decimals, each value with its interval (and each row's number of seeds)."
+    out = df[index + (["seeds"] if "seeds" in df and "seeds" not in index else [])].copy()
     for k in metrics + ((MULTI,) if MULTI in df else ()):
         out[k] = [with_ci(v, None if np.isnan(lo) else [lo, hi]) for v, lo, hi in zip(df[k], df[f"{k} low"], df[f"{k} high"])]
     return out
+
+# %% ../nbs/11_study.ipynb #f26ebe48
+def seed_summary(run_dirs: list[Path],            # the finished runs of one configuration, one per training seed
+                 captions: Path,                  # the evaluation split's captions CSV
+                 relevance: Path | None = None,   # 2025 relevance CSV (the multi-relevant mAP)
+                 resamples: int = 1000, seed: int = 0,
+                ) -> dict: # seeds, runs, metrics (mean over seeds), ci (metric -> [low, high]), train (mean steps, seconds)
+    "Mean over seeds of each metric and its 95% interval from a two-level bootstrap (seeds, then clips); one run: its own."
+    from lasr.metrics import scored_predictions, hierarchical_bootstrap
+    rs = [read_run(d) for d in run_dirs]
+    if not rs: raise LasrError("no runs to summarise")
+    keys = [k for k, v in rs[0]["metrics"].items() if k != "ci" and isinstance(v, (int, float))]
+    def mean(xs):   # counts that agree stay counts (clips, queries); None when a run did not record it
+        if any(x is None for x in xs): return None
+        return xs[0] if all(isinstance(x, int) and x == xs[0] for x in xs) else float(np.mean(xs))
+    out = {"seeds": len(rs), "runs": [Path(d).name for d in run_dirs],
+           "metrics": {k: mean([r["metrics"][k] for r in rs]) for k in keys},
+           "train": {k: mean([r["train"].get(k) for r in rs]) for k in ("steps", "seconds")}}
+    if len(rs) == 1:   # one seed: the run's own numbers and clip-bootstrap interval
+        out["metrics"], out["ci"] = dict(rs[0]["metrics"]), rs[0]["metrics"].get("ci", {})
+        out["metrics"].pop("ci", None)
+        return out
+    clips, values = scored_predictions([Path(d) / "predictions.csv" for d in run_dirs], captions, relevance)
+    out["ci"] = hierarchical_bootstrap(values, clips, n=resamples, seed=seed)["ci"]
+    return out
+
+def seed_differences(row_dirs: list[Path],          # runs of one configuration, one per seed
+                     ref_dirs: list[Path],          # the reference's runs with the same seeds, in the same order
+                     captions: Path, relevance: Path | None = None,
+                     resamples: int = 1000, seed: int = 0,
+                    ) -> dict: # seeds, difference (mean over seeds), ci, p_better: each metric -> value
+    "Seed-matched paired differences row minus reference on the same resampled seeds and clips; one seed: the paired clip bootstrap."
+    from lasr.metrics import compare_predictions, scored_predictions, hierarchical_bootstrap
+    if len(row_dirs) != len(ref_dirs) or not row_dirs:
+        raise LasrError(f"seed-matched differences need the same seeds of both: {len(row_dirs)} runs against {len(ref_dirs)}")
+    if len(row_dirs) == 1:
+        out = compare_predictions(Path(row_dirs[0]) / "predictions.csv", Path(ref_dirs[0]) / "predictions.csv", captions,
+                                  relevance, resamples, seed)
+    else:
+        clips, v = scored_predictions([Path(d) / "predictions.csv" for d in [*row_dirs, *ref_dirs]], captions, relevance)
+        k = len(row_dirs)
+        out = hierarchical_bootstrap(v[:k], clips, other=v[k:], n=resamples, seed=seed)
+    return {"seeds": len(row_dirs), **out}
 
 # %% ../nbs/11_study.ipynb #030064d7
 def paired_differences(cells: list[Cell], dirs: list[Path],
@@ -422,15 +537,19 @@ def paired_differences(cells: list[Cell], dirs: list[Path],
                        relevance: Path | None = None, # 2025 relevance CSV (adds the multi-relevant mAP)
                        metrics: tuple[str, ...] = TABLE2_METRICS, reference: str = FULL,
                       ) -> pd.DataFrame:
-    "Each row minus the reference row, per metric, with the paired clip-bootstrap interval and P(row better)."
-    from lasr.metrics import compare_predictions
-    ref = dict(zip([c.row for c in cells], dirs)).get(reference)
-    if ref is None: raise LasrError(f"no {reference!r} row to compare with")
+    "Each row minus the reference row, per metric, seed-matched, with the paired bootstrap interval and P(row better)."
+    groups = {k: [(cells[i].seed, dirs[i]) for i in ix] for k, ix in rows_of(cells).items()}
+    refkey = next((k for k, ix in rows_of(cells).items() if cells[ix[0]].row == reference), None)
+    if refkey is None: raise LasrError(f"no {reference!r} row to compare with")
+    ref = dict(groups[refkey])
+    several = any(len(g) > 1 for g in groups.values())
     rows = []
-    for c, d in zip(cells, dirs):
-        if c.row == reference: continue
-        cmp = compare_predictions(Path(d) / "predictions.csv", Path(ref) / "predictions.csv", captions, relevance)
-        row = {"row": c.row}
+    for key, g in groups.items():
+        if key == refkey: continue
+        both = [(d, ref[s]) for s, d in g if s in ref]   # seed s of the row against seed s of the reference
+        if not both: raise LasrError(f"{key} shares no seed with {reference!r} (seeds {[s for s, _ in g]} against {list(ref)})")
+        cmp = seed_differences([a for a, _ in both], [b for _, b in both], captions, relevance)
+        row = {"row": cells[rows_of(cells)[key][0]].row, **({"seeds": cmp["seeds"]} if several else {})}
         for k in metrics + ((MULTI,) if MULTI in cmp["difference"] else ()):
             row[k], (row[f"{k} low"], row[f"{k} high"]) = cmp["difference"][k], cmp["ci"][k]
             row[f"{k} P(better)"] = cmp["p_better"][k]
@@ -438,11 +557,20 @@ def paired_differences(cells: list[Cell], dirs: list[Path],
     return pd.DataFrame(rows)
 
 def display_differences(df: pd.DataFrame, metrics: tuple[str, ...] = TABLE2_METRICS) -> pd.DataFrame:
-    "Differences as a person reads them: signed, x100, two decimals, with interval."
-    out = df[["row"]].copy()
+    "Differences as a person reads them: signed, x100, two decimals, with interval (and each row's number of seeds)."
+    out = df[["row", *(["seeds"] if "seeds" in df else [])]].copy()
     for k in metrics + ((MULTI,) if MULTI in df else ()):
         out[k] = [f"{100 * v:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]" for v, lo, hi in zip(df[k], df[f"{k} low"], df[f"{k} high"])]
     return out
+
+def interval_note(df: pd.DataFrame, # `results_frame`
+                 ) -> str:
+    "How a table's values and intervals were made, in words (one seed per row: as the one-seed tables say it)."
+    if "seeds" not in df: return "Values x100 with 95% bootstrap intervals over clips."
+    n = sorted(set(df["seeds"]))
+    return (f"Values x100: each row's mean over its {' to '.join(map(str, n[::max(len(n) - 1, 1)]))} training seeds (column "
+            "`seeds`), with 95% intervals of a two-level bootstrap that resamples the seeds, then the clips; the CSV "
+            "holds each seed's own numbers.")
 
 def markdown(df: pd.DataFrame) -> str:
     "A frame as a GitHub markdown table."
@@ -489,8 +617,10 @@ def plot_table1(df: pd.DataFrame,                   # `results_frame` of Table 1
 
 def plot_table2(df: pd.DataFrame,                 # `results_frame` of Table 2
                 published: dict | None = None,    # PUBLISHED_TABLE2 (paper preset only)
-                metrics: tuple[str, ...] = ("mAP@10", "R@1", "R@10")):
-    "Bars with 95% intervals per row and metric, x100 (published rows hatched, without intervals)."
+                metrics: tuple[str, ...] = ("mAP@10", "R@1", "R@10"),
+                seeds: pd.DataFrame | None = None,# `seed_frame`: each seed of a row with several drawn as a point
+               ):
+    "Bars with 95% intervals per row and metric, x100 (published rows hatched, without intervals); each seed a point."
     import matplotlib.pyplot as plt, seaborn as sns
     rows = [(r["row"], k, 100 * r[k], 100 * r[f"{k} low"], 100 * r[f"{k} high"]) for r in df.to_dict("records") for k in metrics]
     rows += [(name, k, 100 * v[k], np.nan, np.nan) for name, v in (published or {}).items() for k in metrics if k in v]
@@ -504,6 +634,14 @@ def plot_table2(df: pd.DataFrame,                 # `results_frame` of Table 2
                    for i, r in enumerate(order)]
         ax.barh(range(len(order)), s["value"], color=colours,
                 xerr=[s["value"] - s["low"], s["high"] - s["value"]], capsize=3)
+        if seeds is not None and "seeds" in df:   # several seeds: each seed's own value beside its row's bar
+            several = set(df.loc[df["seeds"] > 1, "row"])
+            pts = seeds[seeds["row"].isin(several)]
+            # each seed a point over its row's bar, the seeds spread across the bar's height
+            ys = [order.index(r) + (j / max(n - 1, 1) - 0.5) * 0.5 for r, g in pts.groupby("row", sort=False)
+                  for j, n in zip(range(len(g)), [len(g)] * len(g))]
+            xs = [100 * v for _, g in pts.groupby("row", sort=False) for v in g[k]]
+            if xs: ax.scatter(xs, ys, s=16, color="black", edgecolor="white", linewidth=0.5, zorder=3, label="one seed")
         ax.set(title=f"{k} x100", yticks=range(len(order)), yticklabels=order)
         ax.invert_yaxis()
     fig.tight_layout()
@@ -564,17 +702,20 @@ def table_setup(study_file: str,        # a shipped study (paper | demo | smoke)
 
 # %% ../nbs/11_study.ipynb #d0910275
 def run_cells(cells: list[Cell], preset: str, roots: dict[str, Path], runs: Path, extra: tuple[str, ...] = (),
-              stage1: Path | None = None, device: str = "auto", progress: bool = True) -> list[Path]:
+              stage1: Path | dict | None = None, # the stage-1 run, or seed -> run (`stage1_of`)
+              device: str = "auto", progress: bool = True) -> list[Path]:
     "Every cell's run folder, running those the cache does not hold yet (with a progress bar over cells)."
     import time, sys
     from tqdm.auto import tqdm
     dirs = []
     bar = tqdm(cells, desc="runs", disable=not progress, file=sys.stdout)
+    several = len({c.seed for c in cells}) > 1
     for c in bar:
-        bar.set_postfix_str(c.key)
+        key = f"{c.key} (seed {c.seed})" if several else c.key
+        bar.set_postfix_str(key)
         t = time.time()
         d, ran = run_cell(c, preset, roots, Path(runs), extra, stage1, device)
-        print(f"{c.key}: {'ran' if ran else 'cached'} run {d.name}" + (f" in {time.time() - t:.0f} s" if ran else ""))
+        print(f"{key}: {'ran' if ran else 'cached'} run {d.name}" + (f" in {time.time() - t:.0f} s" if ran else ""))
         dirs.append(d)
     return dirs
 
@@ -773,20 +914,21 @@ def plan(study: str | Path = "demo",                # a shipped study (paper | d
     out, _, runs = _dest(st, out)
     extra = tuple(overrides)
     roots = corpus_roots(st, out / "work", Path(data_root).resolve() if data_root else None)
-    cells = [*st.table1] * ("table1" in tables) + ([st.stage1] if st.stage1 and "table2" in tables else []) \
+    cells = [*st.table1] * ("table1" in tables) + (st.stage1_runs if "table2" in tables else []) \
             + [*st.table2] * ("table2" in tables)
-    rows, stage1 = [], None
+    rows, stage1 = [], {}   # seed -> stage-1 run id (None: unknown)
     for c in cells:
         rid, state = "?", ""
         try:
             root = roots[c.corpus]
             if data_root is None or c.corpus != "main": ensure_corpus(st, c.corpus, root, progress=progress)
-            if c.init and stage1 is None: raise LasrError("its stage-1 run id is unknown")
-            rid = cell_run_id(c, st.preset, root.resolve(), extra, stage1 if c.init else "")
+            init = stage1_of(stage1, c) if c.init else ""
+            if init is None: raise LasrError("its stage-1 run id is unknown")
+            rid = cell_run_id(c, st.preset, root.resolve(), extra, init)
             state = "cached" if run_done(runs / rid) else "to run"
         except LasrError as e: state = f"unknown: {e}"
         except Exception as e: state = f"unknown: the corpus cannot be read ({type(e).__name__}: {e})"
-        if c.table == "stage1": stage1 = None if rid == "?" else rid
+        if c.table == "stage1": stage1[c.seed] = None if rid == "?" else rid
         rows.append({"table": c.table, "row": c.key, "seed": cell_config(st.preset, c, extra).run.seed, "run": rid, "state": state})
     return pd.DataFrame(rows, columns=["table", "row", "seed", "run", "state"])
 

@@ -143,3 +143,83 @@ def untrained_checkpoint(dest: Path,   # run folder to write (it gets best.safet
     src = shared_folder(f"untrained-smoke-{key}", build)
     shutil.copytree(src, dest, dirs_exist_ok=True)  # a copy: evaluate writes its embeddings and figures next to it
     return Path(dest)
+
+
+# ---------------------------------------------------------------- the pip route and the smoke study it runs
+ROOT = Path(__file__).resolve().parents[1]
+TORCH = "torch==2.13.0"   # the CPU wheel these machines carry (as the Makefile installs it)
+
+
+def user_env() -> dict:
+    "The environment of a user's shell: nothing pointing at this checkout or at the test's own venv."
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if not Path(p, "python").resolve() == Path(sys.executable).resolve())
+    return env
+
+
+def run_as_user(args, cwd, timeout=600) -> subprocess.CompletedProcess:
+    "Run a command in a user's environment (`user_env`)."
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def succeeded(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert r.returncode == 0, f"{r.args}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    return r
+
+
+def source_copy(dest: Path) -> Path:
+    "The files a clone would have (tracked and new, not ignored), without the committed reports."
+    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    for n in names:
+        if n.startswith("reports/") or not (ROOT/n).is_file(): continue
+        (dest/n).parent.mkdir(parents=True, exist_ok=True)
+        (dest/n).write_bytes((ROOT/n).read_bytes())
+    return dest
+
+
+@pytest.fixture(scope="session")
+def installed_study(tmp_path_factory):
+    """The pip route of the README, once per run: this checkout's wheel installed after torch in a clean venv, `lasr`
+    tried before and after the one documented extra command, then the whole smoke study (`lasr reproduce --preset
+    smoke`, both tables) run by it in a folder outside the repository. test_package.py checks the route,
+    test_study.py the study (so the study's five runs are trained once, by the installed package); `make test` puts
+    both files in one xdist worker (see pytest_collection_modifyitems)."""
+    from lasr.core import PASST_INSTALL
+    tmp = tmp_path_factory.mktemp("pip-route")
+    src = source_copy(tmp/"src")
+    succeeded(run_as_user([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                           tmp/"dist", src], cwd=tmp))
+    wheel, = (tmp/"dist").glob("lasr-*.whl")
+    venv = tmp/"venv"
+    succeeded(run_as_user([sys.executable, "-m", "venv", venv], cwd=tmp))
+    py, cmd = venv/"bin"/"python", venv/"bin"/"lasr"
+    pip = [py, "-m", "pip", "install", "-q", "--no-compile"]   # no .pyc: the venv is thrown away
+    succeeded(run_as_user([*pip, TORCH], cwd=tmp))
+    succeeded(run_as_user([*pip, wheel], cwd=tmp))
+    work = tmp/"elsewhere"   # outside the repository: nothing may come from the checkout
+    work.mkdir()
+    before_extra = run_as_user([cmd, "describe", "--preset", "smoke"], cwd=work)
+    succeeded(run_as_user([*pip, *PASST_INSTALL.split()[2:]], cwd=tmp))
+    synth = run_as_user([cmd, "synth", "tiny", "--n-dev", "2", "--n-val", "1", "--n-eval", "1"], cwd=work)
+    study = run_as_user([cmd, "reproduce", "--preset", "smoke", "--out", "reports"], cwd=work, timeout=1800)
+    assert study.returncode == 0, study.stderr[-3000:]
+    return SimpleNamespace(tmp=tmp, wheel=wheel, venv=venv, python=py, lasr=cmd, work=work, before_extra=before_extra,
+                           synth=synth, study=study)
+
+
+# ---------------------------------------------------------------- the order of the files in two xdist workers
+# `make test` runs `-n 2 --dist loadgroup --no-loadscope-reorder`: every file is a group of its own (its module
+# fixtures are made once), but files that share a session fixture go to one worker; the slowest groups start first,
+# so that the two workers end together (xdist would otherwise start the files with the most tests first)
+GROUPS = {"test_package.py": "pip-route", "test_study.py": "pip-route"}
+SLOW_FIRST = ("pip-route", "test_ddp_train.py", "test_paper_inputs.py", "test_cli.py", "test_index.py", "test_train.py")
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    group = lambda item: GROUPS.get(item.path.name, item.path.name)
+    for item in items: item.add_marker(pytest.mark.xdist_group(group(item)))
+    rank = {g: i for i, g in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(group(item), len(rank)))

@@ -21,6 +21,10 @@ def test_bench_quick(tmp_path):
         assert 0 < f[f"search_{n}_{kind}_p50_ms"] <= f[f"search_{n}_{kind}_p99_ms"], kind
     assert 0 <= f[f"search_{n}_approx_recall@10"] <= 1
     assert f["index_build_s"] > 0 and f["index_forward_s"] > 0 and f["index_windows"] >= f["index_files"] > 0
+    # index build speed in both precisions (bf16 at --quick sizes even where it is emulated); its target only with bf16 instructions
+    assert f["index_build_fp32_audio_hours_per_s"] > 0 and f["index_build_bf16_audio_hours_per_s"] > 0
+    assert ("index_bf16_vs_fp32" in {t["name"] for t in b["targets"]}) == b["machine"]["fast_bf16"]
+    assert isinstance(b["machine"]["bf16_flags"], list)
     names = {t["name"] for t in b["targets"]}
     assert {"embedding_fp32_vs_ceiling", "embedding_vs_direct", "evaluation_overhead", "partial_vs_full_time",
             "partial_vs_full_memory", "cached_vs_decode", "index_vs_forward", "search_approx_p50",

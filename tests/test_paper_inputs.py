@@ -34,7 +34,7 @@ def test_weights_folder_defines_architecture_and_tokenizer(model_dir):
     assert rebuilt.tokenizer.vocab_size == loaded.tokenizer.vocab_size == 30522   # the folder's (BERT) vocabulary
     assert rebuilt.tokenize(["a dog barks"])["input_ids"].tolist() == loaded.tokenize(["a dog barks"])["input_ids"].tolist()
 
-def test_weights_folder_is_used_by_every_stage_offline(model_dir, smoke_corpus, offline, tmp_path):
+def test_weights_folder_is_used_by_every_stage_offline(model_dir, smoke_corpus, offline, tmp_path, cli):
     "Stage 1, stage 2 (init_from), --resume and evaluate all load from text.weights and need nothing else."
     run, corpus = tmp_path/"run", smoke_corpus
     args = ["--preset", "smoke", "--data-root", corpus, "--out", run, "--quiet",
@@ -61,7 +61,7 @@ def test_weights_folder_is_used_by_every_stage_offline(model_dir, smoke_corpus, 
     model_dir.rename(moved)
     try:
         shutil.rmtree(run/"embeddings", ignore_errors=True)
-        r = lasr("evaluate", run, "--data-root", corpus, "--quiet", env=offline)
+        r = cli("evaluate", run, "--data-root", corpus, "--quiet")      # (it stops before any download)
         assert r.returncode == 2 and str(model_dir) in r.stderr and "Traceback" not in r.stderr, r.stderr
     finally: moved.rename(model_dir)
 

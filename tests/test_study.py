@@ -16,11 +16,11 @@ def _ran(stderr: str) -> list[str]:
     return [l.split(" run ")[1].split()[0] for l in stderr.splitlines() if ": ran run " in l]
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("study")
-    r = _reproduce(tmp/"reports")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return tmp, r
+def study(installed_study):
+    """The whole smoke study in TMP/reports/smoke, and the `lasr reproduce` that made it: run by this checkout's wheel
+    installed in a clean venv (conftest's `installed_study`, which test_package.py checks); the tests below run this
+    checkout's `lasr` on it, which must find the installed package's runs in its run cache."""
+    return installed_study.work, installed_study.study
 
 def test_both_tables_come_from_their_runs(study):
     tmp, r = study

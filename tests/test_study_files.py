@@ -109,7 +109,9 @@ BAD = {   # problem: (what the file changes, the entry and the problem the messa
     "a stage that does not exist": (dict(text=ROW + 'from = "stage2"\n'),
                                     "table2.rows[2] ('hop 2.5 s'): starts from stage 'stage2', which the study does not define"),
     "invalid TOML": (dict(text='\n[table2\n'), "invalid TOML: "),
-    "several seeds": (dict(replace=[("seeds = [0]", "seeds = [0, 1]")]), "seeds: 2 seeds: replicate seeds are not supported yet"),
+    "a seed twice": (dict(replace=[("seeds = [0]", "seeds = [0, 0]")]), "seeds: a seed appears twice in [0, 0]"),
+    "per_seed not a boolean": (dict(replace=[('corpus = "pretrain"', 'corpus = "pretrain"\nper_seed = "yes"')]),
+                               "stage1.per_seed: must be true or false, got 'yes'"),
 }
 
 @pytest.mark.parametrize("problem", list(BAD))
