@@ -191,14 +191,15 @@ def cmd_reproduce(args) -> int:
     from lasr.study import reproduce, plan, load_study
     study = args.preset or args.study
     if args.plan:
-        df = plan(study, args.out, args.data_root, args.overrides, args.only or "", not args.quiet)
+        df = plan(study, args.out, args.data_root, args.overrides, args.only or "", not args.quiet, _precision(args, "32"))
         print(df.to_string(index=False))
         n = df.state.value_counts()
         print(f"{len(df)} runs: {n.get('cached', 0)} cached, {n.get('to run', 0)} to run"
               + (f", {len(df) - n.get('cached', 0) - n.get('to run', 0)} unknown" if len(df) > n.get('cached', 0) + n.get('to run', 0) else "")
               + " (nothing was trained)")
         return 0
-    for md in reproduce(study, args.out, args.data_root, args.overrides, args.only or "", not args.quiet, args.device):
+    for md in reproduce(study, args.out, args.data_root, args.overrides, args.only or "", not args.quiet, args.device,
+                        _precision(args, "32")):
         print(md.read_text()); print()
     print(f"tables, figures and executed notebooks in {md.parent}; the run cache in "
           f"{md.parent.parent / load_study(study).preset / 'runs'}")
@@ -228,9 +229,10 @@ def _add_reproduce(sub):
     p.add_argument("--plan", action="store_true", help="list every run the study needs (table, row, seed, run id, cached "
                    "or to run) and train nothing (a missing generated corpus is generated: run ids hash the data)")
     p.add_argument("--device", default="auto", help="where evaluation embeds: auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--bf16", action="store_true", help="evaluate every run under bf16 autocast (default: float32, so that "
+                   "the tables compare across machines); such runs have their own run ids, so they are trained anew")
     _add_quiet(p, "no progress lines")
     p.set_defaults(func=cmd_reproduce)
-
 
 # %% ../nbs/09_cli.ipynb #b13a1d3e
 def cmd_index(args) -> int:

@@ -278,6 +278,7 @@ def corpus_fingerprint(cfg: Config, data_root: str | Path) -> str:
 def run_id(cfg: Config,       # the run's config (its run.init_from is replaced by `init`)
            fingerprint: str,  # `corpus_fingerprint` of the data it trains and is evaluated on
            init: str = "",    # run id of the run it starts from ("" = none)
+           precision: str = "32", # of its evaluation: 32 | bf16 (a bf16 evaluation is another run; 32 adds nothing to the hash)
           ) -> str:
     "Folder name of a run: a hash of everything that decides its numbers, so equal cells share one run."
     from lasr.train import resolved_precision
@@ -286,7 +287,9 @@ def run_id(cfg: Config,       # the run's config (its run.init_from is replaced 
     d = to_dict(replace(cfg, run=replace(cfg.run, init_from="", precision=resolved_precision(cfg))))
     spec = lambda reg, n: {k: v for k, v in asdict(reg[n]).items() if k != "description"} if n in reg else n
     specs = [spec(AUDIO_ENCODERS, cfg.audio.encoder), spec(TEXT_ENCODERS, cfg.text.encoder), spec(TEXT_ENCODERS, cfg.text.tokenizer)]
-    text = json.dumps({"config": d, "data": fingerprint, "init": init, "encoders": specs}, sort_keys=True, default=str)
+    key = {"config": d, "data": fingerprint, "init": init, "encoders": specs}
+    if precision != "32": key["evaluation_precision"] = precision
+    text = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 # %% ../nbs/11_study.ipynb #5abde298
@@ -339,12 +342,13 @@ def execute_run(run_dir: Path,     # the run's folder (created; an interrupted r
                 preset: str, overrides: list[str], data_root: Path,
                 device: str = "auto",
                 log=None,          # file-like for papermill's cell output stream (None = quiet)
+                precision: str = "32", # of the evaluation: 32 | bf16
                ) -> Path:
     "Execute the study's run notebook with papermill in `run_dir`: train (or resume), evaluate, write result.json."
     import papermill as pm
     run_dir.mkdir(parents=True, exist_ok=True)
     params = dict(preset=preset, overrides=";".join(overrides), data_root=os.path.relpath(data_root, run_dir),
-                  out=".", synth=False, progress=False, device=device)
+                  out=".", synth=False, progress=False, device=device, precision=precision)
     with python_kernel() as kernel:
         try:
             pm.execute_notebook(str(study_dir() / RUN_NOTEBOOK), str(run_dir / RUN_NOTEBOOK), parameters=params,
@@ -368,10 +372,11 @@ def cell_run_id(cell: Cell, preset: str,
                 root: Path,                 # the corpus the cell's run trains on
                 extra: tuple[str, ...] = (),# overrides on top of every cell
                 init: str = "",             # run id of the stage-1 run, for cells with `init`
+                precision: str = "32",      # of the run's evaluation: 32 | bf16
                ) -> str:
     "The run id of a cell, without running anything (the corpus is read for its fingerprint)."
     cfg = cell_config(preset, cell, extra)
-    return run_id(cfg, corpus_fingerprint(cfg, root), init)
+    return run_id(cfg, corpus_fingerprint(cfg, root), init, precision)
 
 def run_cell(cell: Cell,                 # the configuration to run
              preset: str,
@@ -381,6 +386,7 @@ def run_cell(cell: Cell,                 # the configuration to run
              stage1: Path | dict | None = None, # folder of the stage-1 run for cells with `init`, or seed -> folder (per_seed)
              device: str = "auto",
              log=None,
+             precision: str = "32",      # of the run's evaluation: 32 | bf16 (another run id)
             ) -> tuple[Path, bool]:      # the run folder, whether it was (re)run now
     "The run of `cell`, from the cache when it is finished there, else executed (or resumed) now."
     init, ov = "", list(cell.overrides) + list(extra)
@@ -392,12 +398,12 @@ def run_cell(cell: Cell,                 # the configuration to run
         ckpt = stage1 / "run" / "pretrain" if (stage1 / "run" / "pretrain").is_dir() else stage1 / "run"
         ov.append(f"run.init_from={os.path.relpath(ckpt.resolve(), (runs / 'x').resolve())}")
     root = Path(roots[cell.corpus]).resolve()
-    d = Path(runs) / cell_run_id(cell, preset, root, extra, init)
+    d = Path(runs) / cell_run_id(cell, preset, root, extra, init, precision)
     if run_done(d): return d, False
     d.mkdir(parents=True, exist_ok=True)
     (d / "cell.json").write_text(json.dumps({"table": cell.table, "row": cell.row, "col": cell.col,
                                              "overrides": ov, "corpus": cell.corpus, "init": init}, indent=1) + "\n")
-    return execute_run(d, preset, ov, root, device, log), True
+    return execute_run(d, preset, ov, root, device, log, precision), True
 
 # %% ../nbs/11_study.ipynb #b1e1151c
 TABLE1_METRICS = ("R@1", "R@10", "R@5", "mAP@10")           # the report's column order
@@ -703,7 +709,8 @@ def table_setup(study_file: str,        # a shipped study (paper | demo | smoke)
 # %% ../nbs/11_study.ipynb #d0910275
 def run_cells(cells: list[Cell], preset: str, roots: dict[str, Path], runs: Path, extra: tuple[str, ...] = (),
               stage1: Path | dict | None = None, # the stage-1 run, or seed -> run (`stage1_of`)
-              device: str = "auto", progress: bool = True) -> list[Path]:
+              device: str = "auto", progress: bool = True,
+              precision: str = "32") -> list[Path]: # of the runs' evaluation: 32 | bf16
     "Every cell's run folder, running those the cache does not hold yet (with a progress bar over cells)."
     import time, sys
     from tqdm.auto import tqdm
@@ -714,7 +721,7 @@ def run_cells(cells: list[Cell], preset: str, roots: dict[str, Path], runs: Path
         key = f"{c.key} (seed {c.seed})" if several else c.key
         bar.set_postfix_str(key)
         t = time.time()
-        d, ran = run_cell(c, preset, roots, Path(runs), extra, stage1, device)
+        d, ran = run_cell(c, preset, roots, Path(runs), extra, stage1, device, precision=precision)
         print(f"{key}: {'ran' if ran else 'cached'} run {d.name}" + (f" in {time.time() - t:.0f} s" if ran else ""))
         dirs.append(d)
     return dirs
@@ -906,6 +913,7 @@ def plan(study: str | Path = "demo",                # a shipped study (paper | d
          overrides: list[str] = (),                  # part.field=value overrides for every run
          only: str = "",                             # table1 | table2 ("" = every table of the study)
          progress: bool = False,                     # progress bars while a missing corpus is generated
+         precision: str = "32",                      # of the runs' evaluation, as `reproduce`
         ) -> pd.DataFrame:                           # table, row, seed, run (id), state (cached | to run | why unknown)
     "Every run the study needs and whether the run cache holds it; trains nothing (generates a missing generated corpus)."
     st = load_study(study)
@@ -924,7 +932,7 @@ def plan(study: str | Path = "demo",                # a shipped study (paper | d
             if data_root is None or c.corpus != "main": ensure_corpus(st, c.corpus, root, progress=progress)
             init = stage1_of(stage1, c) if c.init else ""
             if init is None: raise LasrError("its stage-1 run id is unknown")
-            rid = cell_run_id(c, st.preset, root.resolve(), extra, init)
+            rid = cell_run_id(c, st.preset, root.resolve(), extra, init, precision)
             state = "cached" if run_done(runs / rid) else "to run"
         except LasrError as e: state = f"unknown: {e}"
         except Exception as e: state = f"unknown: the corpus cannot be read ({type(e).__name__}: {e})"
@@ -940,6 +948,7 @@ def reproduce(study: str | Path = "demo",          # a shipped study (paper | de
               only: str = "",                       # table1 | table2 ("" = every table of the study)
               progress: bool = True,                # stream each finished run's line to stderr
               device: str = "auto",                 # where evaluation embeds
+              precision: str = "32",                # of every run's evaluation: 32 | bf16 (bf16 runs are other runs)
              ) -> list[Path]:                       # the tables' markdown files
     "Run the study notebooks for a study with papermill; replace earlier tables only when all of them succeeded."
     import papermill as pm
@@ -959,7 +968,8 @@ def reproduce(study: str | Path = "demo",          # a shipped study (paper | de
     # a shipped study by its name, a user's by its path
     name = study if isinstance(study, str) and study in STUDIES else rel(Path(st.path).resolve())
     params = dict(study_file=name, data_root=rel(root) if root else "", work=rel(out / "work"), out=".",
-                  runs=rel(runs), overrides=";".join(overrides), cells="", device=device, progress=False)
+                  runs=rel(runs), overrides=";".join(overrides), cells="", device=device, progress=False,
+                  precision=precision)
     try:
         with python_kernel() as kernel:
             for t in tables:
