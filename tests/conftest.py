@@ -7,6 +7,8 @@
   process (for exit codes, messages and help, where a process adds only a torch import).
 - `smoke_corpus` is a small embedded corpus and `untrained_checkpoint` the smoke model with random weights, each
   made once per pytest run and shared by the xdist workers (a folder named by the controller, a file lock).
+- `installed_study` takes the README's pip route once (the wheel in a clean venv) and runs the smoke study with it,
+  for test_package.py and test_study.py, which `make test` runs in one xdist worker, the slowest files first.
 Tests import the helpers with `from conftest import lasr, ...` (pytest puts tests/ on sys.path).
 """
 import atexit, fcntl, os, shutil, subprocess, sys, tempfile
@@ -30,6 +32,12 @@ def pytest_configure(config):
     if not hasattr(config, "workerinput") and SHARED not in os.environ:   # the controller (or a run without xdist)
         os.environ[SHARED] = tempfile.mkdtemp(prefix="lasr-test-shared-")
         _saved["shared"] = os.environ[SHARED]
+    if hasattr(config, "workerinput") and "OMP_NUM_THREADS" not in os.environ:
+        # an xdist worker: it and the processes it starts get their share of the cores, rather than each torch
+        # process running a thread per core while the other worker's threads wait for the same cores
+        n = max(1, (os.cpu_count() or 1) // int(config.workerinput.get("workercount", 1)))
+        os.environ["OMP_NUM_THREADS"] = str(n)
+        if "torch" in sys.modules: sys.modules["torch"].set_num_threads(n)
     d = tempfile.mkdtemp(prefix="lasr-empty-caches-")
     _saved.update(dir=d, env={k: os.environ.get(k) for k in _CACHE_VARS})
     # subprocesses (the `lasr` command) inherit the variables; this process gets them before torch or

@@ -29,7 +29,7 @@ def r_at(ranks, k): return float(np.mean(np.asarray(ranks) < k))
 def test_exact_index_recall_equals_evaluate(corpus, run, tmp_path):
     "Searching every evaluation caption in the exact index gives lasr evaluate's R@10 (and R@1, R@5) exactly."
     m = evaluate(run, corpus, progress=False, predictions=tmp_path/"pred.csv", figure=tmp_path/"r.png")
-    rep = lidx.build_index(eval_dir(corpus), run, tmp_path/"idx")
+    rep = lidx.build_index(eval_dir(corpus), run, tmp_path/"idx", precision="32")   # float32, as evaluate
     assert rep["files"] == m["n_items"] == 16 and rep["skipped"] == []
     man = lidx.read_manifest(tmp_path/"idx")
     assert man["index"]["kind"] == "exact" and man["dtype"] == "float32"

@@ -129,8 +129,8 @@ def test_ddp_validation_metrics_equal_single_process(dryrun):
 
 def test_evaluated_and_scored(dryrun, tmp_path, cli):
     corpus, out = dryrun
-    r = lasr("evaluate", out, "--data-root", corpus, "--out", tmp_path/"m.json", "--predictions", tmp_path/"p.csv",
-             "--device", "cpu", "--quiet", threads=2)
+    r = cli("evaluate", out, "--data-root", corpus, "--out", tmp_path/"m.json", "--predictions", tmp_path/"p.csv",
+            "--device", "cpu", "--quiet")
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path/"m.json").read_text())
     assert m["n_items"] == 2 and m["n_queries"] == 10

@@ -30,7 +30,8 @@ def library(root: Path, n: int = 2) -> Path:
 
 def test_evaluate_stays_float32_where_the_library_default_is_bf16(smoke_corpus, run, tmp_path, cli, rule_holds):
     "`evaluate` and `lasr evaluate` give the float32 numbers by default, even where `load_model` would pick bf16."
-    assert load_model(run, "cpu").precision == "bf16"                  # a library's default, with the rule holding
+    assert load_model(run, "cpu", precision="auto").precision == "bf16"   # a library's default, with the rule holding
+    assert load_model(run, "cpu").precision == "32"                       # the HEAR-style API: exact and batch-invariant
     m = evaluate(run, smoke_corpus, progress=False, device="cpu", figure=tmp_path/"a.png")
     assert json.loads((run/"evaluation-evaluation.json").read_text())["inference_precision"] == "32"
     assert m == evaluate(run, smoke_corpus, progress=False, device="cpu", figure=tmp_path/"b.png", precision="32")

@@ -161,7 +161,7 @@ def test_same_seed_same_metrics_and_evaluate_matches_score(corpus, run, tmp_path
     assert m1 == m2
     # the predictions are the queries' text embeddings times the clips' audio embeddings, computed here alone
     queries, names, sim = read_predictions(tmp_path/"p1.csv")
-    model = load_model(run)
+    model = load_model(run, precision="32")   # as evaluate
     audio_dir = corpus/"CLOTHO_v2.1"/"clotho_audio_files"/"evaluation"
     assert sorted(names) == sorted(p.name for p in audio_dir.glob("*.wav"))
     want = embed_text(model, queries) @ embed_audio(model, [audio_dir/n for n in names]).T
@@ -214,7 +214,7 @@ def test_evaluate_sees_an_overwritten_clip(corpus, run, tmp_path, cli):
     j = n1.index(wavs[0].name)
     assert np.abs(s1[:, j] - s2[:, j]).max() > 1e-3                        # the new audio is scored
     np.testing.assert_array_equal(np.delete(s1, j, 1), np.delete(s2, j, 1))  # and nothing else changed
-    model = load_model(mine)
+    model = load_model(mine, precision="32")   # as evaluate
     want = embed_text(model, q2) @ embed_audio(model, [wavs[0]]).T
     np.testing.assert_allclose(s2[:, j], want[:, 0], rtol=0, atol=1e-5)
 
