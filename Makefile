@@ -38,7 +38,7 @@ test: install
 	# the installed wheel runs, together), the slowest first (tests/conftest.py): much of a test's time is process
 	# start-up, imports and subprocesses, which overlap well on two cores; tests marked `alone` (the real-size paper
 	# dry run, ~22 GB) run afterwards by themselves
-	$(BIN)/python -m pytest -q --durations=20 -n 2 --dist loadgroup --no-loadscope-reorder -m "not alone" tests --ignore=tests/test_export.py
+	$(BIN)/python -m pytest -q --durations=20 -n 2 --dist loadfile --no-loadscope-reorder -m "not alone" tests --ignore=tests/test_export.py
 	$(BIN)/python -m pytest -q --durations=20 -m alone tests --ignore=tests/test_export.py
 
 bench: install

@@ -193,7 +193,7 @@ def installed_study(tmp_path_factory):
     tried before and after the one documented extra command, then the whole smoke study (`lasr reproduce --preset
     smoke`, both tables) run by it in a folder outside the repository. test_package.py checks the route,
     test_study.py the study (so the study's five runs are trained once, by the installed package); `make test` puts
-    both files in one xdist worker (see pytest_collection_modifyitems)."""
+    both files in one xdist worker (see pytest_xdist_make_scheduler)."""
     from lasr.core import PASST_INSTALL
     tmp = tmp_path_factory.mktemp("pip-route")
     src = source_copy(tmp/"src")
@@ -218,16 +218,29 @@ def installed_study(tmp_path_factory):
 
 
 # ---------------------------------------------------------------- the order of the files in two xdist workers
-# `make test` runs `-n 2 --dist loadgroup --no-loadscope-reorder`: every file is a group of its own (its module
-# fixtures are made once), but files that share a session fixture go to one worker; the slowest groups start first,
-# so that the two workers end together (xdist would otherwise start the files with the most tests first)
+# `make test` runs `-n 2 --dist loadfile --no-loadscope-reorder`: one file at a time per worker (its module fixtures
+# are made once), except that files sharing a session fixture form one unit of work for one worker; the slowest
+# units start first, so that the two workers end together (xdist would otherwise start the files with the most tests
+# first). (xdist's own `--dist loadgroup` does not group under pytest 9, which no longer reads `item._nodeid`.)
 GROUPS = {"test_package.py": "pip-route", "test_study.py": "pip-route"}
 SLOW_FIRST = ("pip-route", "test_ddp_train.py", "test_paper_inputs.py", "test_cli.py", "test_index.py", "test_train.py")
 
 
-@pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads the groups
+def _group(path: str) -> str:
+    "The unit of work of a test file (its path or name): its name, or the group it shares."
+    name = path.rsplit("/", 1)[-1]
+    return GROUPS.get(name, name)
+
+
 def pytest_collection_modifyitems(config, items):
-    group = lambda item: GROUPS.get(item.path.name, item.path.name)
-    for item in items: item.add_marker(pytest.mark.xdist_group(group(item)))
     rank = {g: i for i, g in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(group(item), len(rank)))
+    items.sort(key=lambda item: rank.get(_group(item.path.name), len(rank)))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    "With --dist loadfile: xdist's scheduler by file, with the groups above."
+    if config.getvalue("dist") != "loadfile": return None
+    from xdist.scheduler import LoadScopeScheduling
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str: return _group(nodeid.split("::", 1)[0])
+    return ByGroup(config, log)

@@ -2,7 +2,6 @@
 it: starts, keeps the schedule, scores like one process, resumes, fails with the failing rank's message."""
 import json, subprocess, time
 import numpy as np, pandas as pd
-from pathlib import Path
 import pytest
 
 from lasr.core import get_preset
