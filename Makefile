@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.lasr-installed
 
-.PHONY: install demo test test-fast export clean-nbs lab wheel docs preview bench
+.PHONY: install slurm demo test test-fast export clean-nbs lab wheel docs preview bench
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,7 +31,18 @@ install: $(STAMP)
 demo: install
 	$(BIN)/lasr reproduce --preset demo --out reports
 
-test: install
+# the launcher tests start a one-node SLURM cluster: Debian's slurm-wlm and munge, installed here when missing (root)
+slurm:
+	@if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing slurm-wlm and munge (apt-get) for the SLURM tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 || \
+	      { apt-get update -qq && apt-get install -y -qq slurm-wlm munge >/dev/null; }; \
+	  else echo "slurm-wlm and munge are missing and cannot be installed here (not root): the SLURM tests will be skipped"; fi; \
+	fi
+
+test: install slurm
 	$(BIN)/python -m pytest -q --durations=20 tests/test_export.py
 	$(BIN)/nbdev_test --n_workers 2 --timing
 	# two workers, one test file each at a time (test_package.py and test_study.py, which share the smoke study

@@ -159,19 +159,29 @@ def _add_train(sub):
     p.set_defaults(func=cmd_train)
 
 def cmd_evaluate(args) -> int:
-    "Evaluate a run on a split."
-    from lasr.train import evaluate
+    "Evaluate a run on a split; several runs: their ensemble (the mean of their similarities), scored as one system."
+    from lasr.train import evaluate, evaluate_ensemble
     from lasr.metrics import format_metrics
-    m = evaluate(args.run, args.data_root, args.split, args.relevance, args.out, args.predictions,
-                 progress=_progress(args), device=args.device, ci=args.ci, precision=_precision(args, "32"))
+    kw = dict(progress=_progress(args), device=args.device, ci=args.ci, precision=_precision(args, "32"))
+    if len(args.run) == 1 and args.weights is None:
+        m = evaluate(args.run[0], args.data_root, args.split, args.relevance, args.out, args.predictions, **kw)
+    else:
+        m = evaluate_ensemble(args.run, args.data_root, args.split, args.weights, args.relevance, args.out,
+                              args.predictions, **kw)
+        w = args.weights or [1.0] * len(args.run)
+        print(f"ensemble of {len(args.run)} runs: " + ", ".join(f"{r} (weight {x:g})" for r, x in zip(args.run, w)))
     print(format_metrics({k: v for k, v in m.items() if k != "ci"}, m.get("ci")))
     return 0
 
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="metrics of a trained run on a split",
                        description="Embed a split once (cached), compute caption-to-audio R@1/5/10, mAP@10, mAP@16 "
-                                   "(and the multi-relevant mAP with --relevance), draw recall at k.")
-    p.add_argument("run", type=Path, help="run folder (or checkpoint .safetensors)")
+                                   "(and the multi-relevant mAP with --relevance), draw recall at k. With several runs: "
+                                   "the ensemble averaging their similarity matrices, one metrics JSON and prediction CSV.")
+    p.add_argument("run", type=Path, nargs="+", help="run folder (or checkpoint .safetensors); several: their ensemble, "
+                                                    "scored on the mean of their cosine similarities")
+    p.add_argument("--weights", type=float, nargs="+", metavar="W", help="one weight per run for the ensemble's "
+                                                                        "weighted mean (default: the plain mean)")
     _add_data_root(p, help="folder holding the corpus")
     p.add_argument("--split", default="evaluation", help="split to evaluate")
     p.add_argument("--relevance", type=Path, help="2025 relevance CSV (query, audio_filenames)")
@@ -188,7 +198,7 @@ def _add_evaluate(sub):
 # %% ../nbs/09_cli.ipynb #9c58ba5e
 def cmd_reproduce(args) -> int:
     "Run a study (Table 1 and Table 2) with papermill into reports/, or with --plan list its runs."
-    from lasr.study import reproduce, plan, load_study
+    from lasr.study import reproduce, plan, load_study, SlurmOptions
     study = args.preset or args.study
     if args.plan:
         df = plan(study, args.out, args.data_root, args.overrides, args.only or "", not args.quiet, _precision(args, "32"))
@@ -198,9 +208,15 @@ def cmd_reproduce(args) -> int:
               + (f", {len(df) - n.get('cached', 0) - n.get('to run', 0)} unknown" if len(df) > n.get('cached', 0) + n.get('to run', 0) else "")
               + " (nothing was trained)")
         return 0
-    for md in reproduce(study, args.out, args.data_root, args.overrides, args.only or "", not args.quiet, args.device,
-                        _precision(args, "32")):
-        print(md.read_text()); print()
+    slurm = SlurmOptions(args.slurm_partition, args.slurm_gpus, args.slurm_cpus, args.slurm_mem, args.slurm_time,
+                         args.slurm_parallel, tuple(args.slurm_setup), tuple(args.slurm_option), args.poll)
+    mds = reproduce(study, args.out, args.data_root, args.overrides, args.only or "", not args.quiet, args.device,
+                    _precision(args, "32"), args.launcher, args.jobs, slurm, not args.no_wait, args.slurm_logs)
+    if not mds:
+        print("submitted; follow the runs with squeue, and run the same command again to assemble the tables when they "
+              "are done (it lists what is still queued, running or failed, and submits nothing twice)")
+        return 0
+    for md in mds: print(md.read_text()); print()
     print(f"tables, figures and executed notebooks in {md.parent}; the run cache in "
           f"{md.parent.parent / load_study(study).preset / 'runs'}")
     return 0
@@ -231,6 +247,30 @@ def _add_reproduce(sub):
     p.add_argument("--device", default="auto", help="where evaluation embeds: auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--bf16", action="store_true", help="evaluate every run under bf16 autocast (default: float32, so that "
                    "the tables compare across machines); such runs have their own run ids, so they are trained anew")
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local", help="where the runs go: this machine "
+                   "(default: local), or one SLURM task per run, submitted as job arrays through submitit (README: the study on "
+                   "a cluster)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="local: up to N runs at once, each with its own GPU "
+                   "(CUDA_VISIBLE_DEVICES) or, without GPUs, its share of the CPU cores (default: 1, one after another)")
+    p.add_argument("--no-wait", action="store_true", help="slurm: submit and return; the same command later assembles the "
+                   "tables, or lists the runs still queued, running or failed (exit 2)")
+    s = p.add_argument_group("SLURM (with --launcher slurm; each run is one task)")
+    s.add_argument("--slurm-partition", default="", metavar="NAME", help="partition (default: the cluster's default)")
+    s.add_argument("--slurm-gpus", type=int, default=1, metavar="N", help="GPUs per run (default: 1)")
+    s.add_argument("--slurm-cpus", type=int, default=8, metavar="N", help="CPU cores per run (default: 8)")
+    s.add_argument("--slurm-mem", type=float, default=0, metavar="GB", help="memory per run (default: 0, the cluster's default)")
+    s.add_argument("--slurm-time", type=int, default=1440, metavar="MINUTES", help="time limit per run; a run stopped by "
+                   "it is requeued and resumes from its last checkpoint (default: 1440)")
+    s.add_argument("--slurm-parallel", type=int, default=0, metavar="N", help="at most N runs at once (array "
+                   "parallelism; default: 0, no limit)")
+    s.add_argument("--slurm-setup", action="append", default=[], metavar="LINE", help="a shell line before each run, "
+                   "e.g. 'module load cuda' or 'source ~/venv/bin/activate' (repeatable)")
+    s.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE", help="another sbatch option "
+                   "without its dashes, e.g. account=myproject (repeatable)")
+    s.add_argument("--slurm-logs", type=Path, metavar="DIR", help="folder of the job logs (default: OUT/PRESET/slurm/; "
+                   "like the run cache, on a filesystem every node shares)")
+    s.add_argument("--poll", type=float, default=10.0, metavar="SECONDS", help="how often to look at the queue while "
+                   "waiting (default: 10)")
     _add_quiet(p, "no progress lines")
     p.set_defaults(func=cmd_reproduce)
 
@@ -357,7 +397,8 @@ EXAMPLES = {
     "train": "lasr train --preset demo --data-root data/demo --out runs/demo",
     "evaluate": "lasr evaluate runs/demo --data-root data/demo --out runs/demo/evaluation.json",
     "score": "lasr score --similarity predictions.csv --captions clotho_captions_evaluation.csv --ci",
-    "reproduce": "lasr reproduce --preset demo --out reports --only table2",
+    "reproduce": "lasr reproduce --preset demo --out reports --only table2\n  lasr reproduce --preset paper --data-root DATA "
+                 "--launcher slurm --slurm-partition gpu --slurm-setup 'source ~/venv/bin/activate'",
     "bench": "lasr bench --out reports",
     "index": "lasr index my_sounds --model runs/demo --out my_sounds.index",
     "search": 'lasr search my_sounds.index "a dog barks while cars pass"',

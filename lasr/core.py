@@ -233,10 +233,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    "Symmetric contrastive (InfoNCE) loss."
+    "Symmetric contrastive (InfoNCE) loss, and distillation from trained teachers (fine-tuning stage)."
     tau: float = 0.05                # temperature
     learn_tau: bool = False
     gather: bool = True              # gather embeddings across DDP ranks (differentiable)
+    teachers: str = ""               # distillation: comma-separated teacher run folders (or checkpoints)
+    hard_weight: float = 1.0         # weight of the contrastive loss when distilling (soft_weight > 0)
+    soft_weight: float = 0.0         # weight of the distillation loss; 0 = none (teachers are not even loaded)
+    target_tau: float = 0.05         # temperature of the teachers' soft targets
 
 @dataclass(frozen=True)
 class OptimConfig:

@@ -18,8 +18,9 @@ from .audio import make_windows, n_windows
 from .encoders import build_audio_encoder, build_text_encoder, AUDIO_ENCODERS
 
 # %% auto #0
-__all__ = ['AttentionPooling', 'MeanPooling', 'ContrastiveLoss', 'FeatureCache', 'TextFeatureCache', 'DualEncoder',
-           'create_model', 'trainable_without_grad', 'parameter_groups', 'describe']
+__all__ = ['AttentionPooling', 'MeanPooling', 'ContrastiveLoss', 'teacher_similarity', 'soft_targets', 'distill_loss',
+           'FeatureCache', 'TextFeatureCache', 'DualEncoder', 'create_model', 'trainable_without_grad',
+           'parameter_groups', 'describe']
 
 # %% ../nbs/05_model.ipynb #218436f3
 class AttentionPooling(nn.Module):
@@ -62,13 +63,16 @@ def _gather(x: Tensor, differentiable: bool) -> Tensor:
     return torch.cat(out, 0)
 
 class ContrastiveLoss(nn.Module):
-    "Symmetric InfoNCE over the (gathered) batch; all pairs with the same audio are positives."
+    "Symmetric InfoNCE over the (gathered) batch; all pairs with the same audio are positives; optionally distilled."
     def __init__(self, tau: float = 0.05, # temperature
                  learn_tau: bool = False, # learn log(tau)
                  gather: bool = True, # gather embeddings across DDP ranks when distributed
+                 hard_weight: float = 1.0, # weight of the contrastive loss when teachers are given
+                 soft_weight: float = 0.0, # weight of the distillation loss when teachers are given
+                 target_tau: float = 0.05, # temperature of the teachers' soft targets
                 ):
         super().__init__()
-        self.gather = gather
+        self.gather, self.hard_weight, self.soft_weight, self.target_tau = gather, hard_weight, soft_weight, target_tau
         t = torch.tensor(math.log(tau))
         if learn_tau: self.log_tau = nn.Parameter(t)
         else: self.register_buffer("log_tau", t)
@@ -79,16 +83,43 @@ class ContrastiveLoss(nn.Module):
     def forward(self, audio_emb: Tensor, # (B, E) L2-normalised audio embeddings
                 text_emb: Tensor, # (B, E) L2-normalised caption embeddings, row i pairs with audio row i
                 audio_index: Tensor, # (B,) id of the clip of each pair (equal ids = same audio)
+                teachers: list[tuple[Tensor, Tensor]] | None = None, # per teacher: (B, E_t) audio, (B, E_t) caption embeddings, unit norm
                ) -> Tensor: # scalar loss
         if self.gather and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             audio_emb, text_emb = _gather(audio_emb, True), _gather(text_emb, True)
             audio_index = _gather(audio_index.to(audio_emb.device), False)
+            if teachers: teachers = [(_gather(a.to(audio_emb.device), False), _gather(t.to(audio_emb.device), False)) for a, t in teachers]
         logits = (audio_emb.float() @ text_emb.float().T) / self.tau.float()
         pos = (audio_index[:, None] == audio_index[None, :]).float()
         targets = pos / pos.sum(1, keepdim=True)
         a2t = -(targets * logits.log_softmax(1)).sum(1).mean()
         t2a = -(targets.T * logits.log_softmax(0)).sum(0).mean()
-        return (a2t + t2a) / 2
+        loss = (a2t + t2a) / 2
+        if not teachers: return loss
+        rows, cols = soft_targets(teacher_similarity(teachers).to(logits.device), self.target_tau)
+        return self.hard_weight * loss + self.soft_weight * distill_loss(logits, rows, cols)
+
+# %% ../nbs/05_model.ipynb #e02206ee
+def teacher_similarity(teachers: list[tuple[Tensor, Tensor]], # per teacher: (B, E_t) audio, (B, E_t) caption embeddings, unit norm
+                      ) -> Tensor: # (B, B) the teachers' mean cosine similarity, clips x captions
+    "The plain mean of the teachers' clip x caption cosine-similarity matrices."
+    return torch.stack([a.float() @ t.float().T for a, t in teachers]).mean(0)
+
+def soft_targets(sim: Tensor, # (B, B) teachers' mean cosine similarity, clips x captions
+                 tau: float = 0.05, # temperature of the targets
+                ) -> tuple[Tensor, Tensor]: # (B, B) rows sum to 1 (captions given a clip), (B, B) columns sum to 1 (clips given a caption)
+    "Soft targets of `sim / tau`: softmax along rows and along columns."
+    s = sim.float() / tau
+    return s.softmax(1), s.softmax(0)
+
+def distill_loss(logits: Tensor, # (B, B) the student's logits, clips x captions (cosine / tau)
+                 rows: Tensor, # (B, B) targets of each clip over the captions, rows sum to 1
+                 cols: Tensor, # (B, B) targets of each caption over the clips, columns sum to 1
+                ) -> Tensor: # scalar: the mean of the two cross-entropies
+    "Mean of the audio-to-text (rows) and text-to-audio (columns) cross-entropies to soft targets."
+    a2t = -(rows * logits.log_softmax(1)).sum(1).mean()
+    t2a = -(cols * logits.log_softmax(0)).sum(0).mean()
+    return (a2t + t2a) / 2
 
 # %% ../nbs/05_model.ipynb #7a1da034
 class FeatureCache:
@@ -145,7 +176,8 @@ class DualEncoder(nn.Module):
         self.audio_head = nn.Linear(d, cfg.model.embed_dim)
         self.text_encoder = build_text_encoder(cfg.text, load_weights)
         self.text_head = nn.Linear(self.text_encoder.dim, cfg.model.embed_dim)
-        self.loss = ContrastiveLoss(cfg.loss.tau, cfg.loss.learn_tau, cfg.loss.gather)
+        l = cfg.loss
+        self.loss = ContrastiveLoss(l.tau, l.learn_tau, l.gather, l.hard_weight, l.soft_weight, l.target_tau)
         if cfg.audio.cache_features: _check_feature_cache(cfg.audio)
         self.feature_cache = FeatureCache() if cfg.audio.cache_features else None   # not part of the state
         if cfg.text.cache_features and cfg.text.trainable:

@@ -10,20 +10,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import CaselessStrEnum
 
 from .core import (Config, LasrError, get_preset, to_dict, missing_package, AUDIO_ENCODERS, TEXT_ENCODERS,
                        PASST_FILE, PASST_URL)
 
 # %% auto #0
 __all__ = ['FULL', 'STUDIES', 'STAGE', 'KERNEL', 'RUN_NOTEBOOK', 'DONE', 'TABLE1_METRICS', 'TABLE2_METRICS', 'MULTI',
-           'PUBLISHED_TABLE1', 'PUBLISHED_TABLE2', 'RELEVANCE_FILE', 'TABLES', 'OUTPUTS', 'Cell', 'study_dir', 'Study',
-           'study_file', 'load_study', 'select', 'cell_config', 'corpus_fingerprint', 'run_id', 'python_kernel',
-           'one_process', 'run_done', 'execute_run', 'stage1_of', 'cell_run_id', 'run_cell', 'x100', 'with_ci',
-           'read_run', 'training_precision', 'rows_of', 'seed_frame', 'results_frame', 'csv_frame', 'display_frame',
-           'seed_summary', 'seed_differences', 'paired_differences', 'display_differences', 'interval_note', 'markdown',
-           'published_table1', 'plot_table1', 'plot_table2', 'corpus_roots', 'corpus_label', 'ensure_corpus',
-           'table_setup', 'run_cells', 'doctor', 'made_by_reproduce', 'check_dest', 'table1_encoders', 'preflight',
-           'plan', 'reproduce']
+           'PUBLISHED_TABLE1', 'PUBLISHED_TABLE2', 'RELEVANCE_FILE', 'TABLES', 'OUTPUTS', 'SUBMITTED', 'REPORTED',
+           'LAUNCHERS', 'Cell', 'study_dir', 'Study', 'study_file', 'load_study', 'select', 'cell_config',
+           'corpus_fingerprint', 'run_id', 'python_kernel', 'IPCKernelManager', 'one_process', 'run_done',
+           'execute_run', 'stage1_of', 'cell_run_id', 'run_cell', 'x100', 'with_ci', 'read_run', 'training_precision',
+           'rows_of', 'seed_frame', 'results_frame', 'csv_frame', 'display_frame', 'seed_summary', 'seed_differences',
+           'paired_differences', 'display_differences', 'interval_note', 'markdown', 'published_table1', 'plot_table1',
+           'plot_table2', 'corpus_roots', 'corpus_label', 'ensure_corpus', 'table_setup', 'run_cells', 'doctor',
+           'made_by_reproduce', 'check_dest', 'table1_encoders', 'preflight', 'study_runs', 'plan', 'reproduce',
+           'RunTask', 'run_tasks', 'local_slots', 'launch_local', 'SlurmOptions', 'slurm_executor', 'slurm_queue',
+           'run_state', 'submit_runs', 'launch_slurm']
 
 # %% ../nbs/11_study.ipynb #1f44de4e
 @dataclass(frozen=True)
@@ -281,10 +285,13 @@ def run_id(cfg: Config,       # the run's config (its run.init_from is replaced 
            precision: str = "32", # of its evaluation: 32 | bf16 (a bf16 evaluation is another run; 32 adds nothing to the hash)
           ) -> str:
     "Folder name of a run: a hash of everything that decides its numbers, so equal cells share one run."
-    from lasr.train import resolved_precision
+    from lasr.train import resolved_precision, teacher_paths, teacher_run_id
     # the precision it trains in here (auto differs between CPUs), and the registry entries of its encoders:
     # their architectures live in code, so a changed entry must not reuse a run of the old one
     d = to_dict(replace(cfg, run=replace(cfg.run, init_from="", precision=resolved_precision(cfg))))
+    if cfg.loss.soft_weight == 0:   # no distillation: its settings change nothing (and runs made before they existed keep their ids)
+        for k in ("teachers", "hard_weight", "soft_weight", "target_tau"): d["loss"].pop(k, None)
+    else: d["loss"]["teachers"] = [teacher_run_id(t) for t in teacher_paths(cfg)]   # by run id, not machine path
     spec = lambda reg, n: {k: v for k, v in asdict(reg[n]).items() if k != "description"} if n in reg else n
     specs = [spec(AUDIO_ENCODERS, cfg.audio.encoder), spec(TEXT_ENCODERS, cfg.text.encoder), spec(TEXT_ENCODERS, cfg.text.tokenizer)]
     key = {"config": d, "data": fingerprint, "init": init, "encoders": specs}
@@ -315,6 +322,11 @@ def python_kernel():
         finally:
             if old is None: os.environ.pop("JUPYTER_PATH", None)
             else: os.environ["JUPYTER_PATH"] = old
+
+# %% ../nbs/11_study.ipynb #362ba4ae
+class IPCKernelManager(AsyncKernelManager):
+    "Jupyter kernels over IPC (Unix sockets): no TCP ports for kernels started at once to race for, nothing sent in plain TCP."
+    transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
 # %% ../nbs/11_study.ipynb #0389959e
 RUN_NOTEBOOK = "run.ipynb"
@@ -353,6 +365,7 @@ def execute_run(run_dir: Path,     # the run's folder (created; an interrupted r
         try:
             pm.execute_notebook(str(study_dir() / RUN_NOTEBOOK), str(run_dir / RUN_NOTEBOOK), parameters=params,
                                 cwd=str(run_dir), progress_bar=False, kernel_name=kernel, language="python",
+                                kernel_manager_class=IPCKernelManager,
                                 log_output=log is not None, stdout_file=log, stderr_file=log)
         except pm.PapermillExecutionError as e:
             raise LasrError(f"run {run_dir.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (executed notebook "
@@ -907,6 +920,33 @@ def _tables(st: Study, only: str) -> tuple[str, ...]:
     if only and only not in st.tables: raise LasrError(f"the {st.name} study has no {only} (it has: {', '.join(st.tables)})")
     return (only,) if only else st.tables
 
+def study_runs(st: Study, tables: tuple[str, ...],
+               roots: dict[str, Path],      # corpus root by `cell.corpus`
+               runs: Path,                  # the run cache
+               extra: tuple[str, ...] = (), # overrides on top of every cell
+               precision: str = "32",       # of the runs' evaluation
+               given: bool = False,         # the main corpus is the user's (--data-root): never generated
+               progress: bool = False,      # progress bars while a missing generated corpus is generated
+              ) -> list[dict]:              # per run: cell, run (id or ?), init (stage-1 run id or ""), state
+    "Every run of the study's tables, stage 1's before the rows that start from it, and whether the cache holds it."
+    cells = [*st.table1] * ("table1" in tables) + (st.stage1_runs if "table2" in tables else []) \
+            + [*st.table2] * ("table2" in tables)
+    out, stage1 = [], {}   # seed -> stage-1 run id (None: unknown)
+    for c in cells:
+        rid, init, state = "?", "", ""
+        try:
+            root = roots[c.corpus]
+            if not given or c.corpus != "main": ensure_corpus(st, c.corpus, root, progress=progress)
+            init = stage1_of(stage1, c) if c.init else ""
+            if init is None: raise LasrError("its stage-1 run id is unknown")
+            rid = cell_run_id(c, st.preset, root.resolve(), extra, init, precision)
+            state = "cached" if run_done(runs / rid) else "to run"
+        except LasrError as e: state = f"unknown: {e}"
+        except Exception as e: state = f"unknown: the corpus cannot be read ({type(e).__name__}: {e})"
+        if c.table == "stage1": stage1[c.seed] = None if rid == "?" else rid
+        out.append({"cell": c, "run": rid, "init": init or "", "state": state})
+    return out
+
 def plan(study: str | Path = "demo",                # a shipped study (paper | demo | smoke) or a study file
          out: str | Path = "reports",                # as `reproduce`: the run cache is OUT/<preset>/runs/
          data_root: str | Path | None = None,        # corpus folder; default: the study's generated corpora under OUT/work/
@@ -922,22 +962,9 @@ def plan(study: str | Path = "demo",                # a shipped study (paper | d
     out, _, runs = _dest(st, out)
     extra = tuple(overrides)
     roots = corpus_roots(st, out / "work", Path(data_root).resolve() if data_root else None)
-    cells = [*st.table1] * ("table1" in tables) + (st.stage1_runs if "table2" in tables else []) \
-            + [*st.table2] * ("table2" in tables)
-    rows, stage1 = [], {}   # seed -> stage-1 run id (None: unknown)
-    for c in cells:
-        rid, state = "?", ""
-        try:
-            root = roots[c.corpus]
-            if data_root is None or c.corpus != "main": ensure_corpus(st, c.corpus, root, progress=progress)
-            init = stage1_of(stage1, c) if c.init else ""
-            if init is None: raise LasrError("its stage-1 run id is unknown")
-            rid = cell_run_id(c, st.preset, root.resolve(), extra, init, precision)
-            state = "cached" if run_done(runs / rid) else "to run"
-        except LasrError as e: state = f"unknown: {e}"
-        except Exception as e: state = f"unknown: the corpus cannot be read ({type(e).__name__}: {e})"
-        if c.table == "stage1": stage1[c.seed] = None if rid == "?" else rid
-        rows.append({"table": c.table, "row": c.key, "seed": cell_config(st.preset, c, extra).run.seed, "run": rid, "state": state})
+    rows = [{"table": r["cell"].table, "row": r["cell"].key, "seed": cell_config(st.preset, r["cell"], extra).run.seed,
+             "run": r["run"], "state": r["state"]}
+            for r in study_runs(st, tables, roots, runs, extra, precision, data_root is not None, progress)]
     return pd.DataFrame(rows, columns=["table", "row", "seed", "run", "state"])
 
 # %% ../nbs/11_study.ipynb #3bc64b1d
@@ -949,7 +976,12 @@ def reproduce(study: str | Path = "demo",          # a shipped study (paper | de
               progress: bool = True,                # stream each finished run's line to stderr
               device: str = "auto",                 # where evaluation embeds
               precision: str = "32",                # of every run's evaluation: 32 | bf16 (bf16 runs are other runs)
-             ) -> list[Path]:                       # the tables' markdown files
+              launcher: str = "local",              # local | slurm: where the runs go (`launch_local`, `launch_slurm`)
+              jobs: int = 1,                        # local: runs at once (1: one after another, inside the table notebooks)
+              slurm: SlurmOptions | None = None,    # slurm: what each run's task asks for
+              wait: bool = True,                    # slurm: follow the queue until every run is done (False: submit, return [])
+              logs: str | Path | None = None,       # slurm: folder of the job logs (default: OUT/<preset>/slurm/)
+             ) -> list[Path]:                       # the tables' markdown files ([]: runs submitted, not waited for)
     "Run the study notebooks for a study with papermill; replace earlier tables only when all of them succeeded."
     import papermill as pm
     st = load_study(study)                            # a bad study file fails before anything else
@@ -961,6 +993,18 @@ def reproduce(study: str | Path = "demo",          # a shipped study (paper | de
     failed = out / f"{st.name}.failed"
     check_dest(dest); check_dest(runs.parent)
     runs.mkdir(parents=True, exist_ok=True)
+    if launcher not in LAUNCHERS: raise LasrError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    if launcher == "slurm" or jobs != 1:   # the runs first, then the table notebooks find every run in the cache
+        tasks = run_tasks(st, tables, corpus_roots(st, out / "work", root), runs, tuple(overrides), precision, device,
+                          given=root is not None)
+        if launcher == "local":
+            say = (lambda m: print(f"lasr reproduce: {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
+            bad, unfinished, submitted = launch_local(tasks, jobs, say) if tasks else {}, {}, 0
+        else:
+            bad, unfinished, submitted = launch_slurm(tasks, slurm or SlurmOptions(), Path(logs).resolve() if logs
+                                                      else runs.parent / "slurm", f"lasr-{st.name}", wait)
+        if submitted and not bad and not wait: return []
+        if bad or unfinished: raise LasrError(_unfinished(tasks, bad, unfinished, dest, launcher))
     # the tables are made in a fresh sibling folder and moved in when every notebook succeeded: a failed or
     # interrupted study leaves the previous tables as they were (finished runs stay in the run cache)
     work = Path(tempfile.mkdtemp(prefix=f".{st.name}.partial-", dir=out))
@@ -976,6 +1020,7 @@ def reproduce(study: str | Path = "demo",          # a shipped study (paper | de
                 if progress: print(f"lasr reproduce: {t} ({st.name})", file=sys.stderr, flush=True)
                 pm.execute_notebook(str(study_dir() / f"{t}.ipynb"), str(work / f"{t}.ipynb"), parameters=params,
                                     cwd=str(work), progress_bar=False, kernel_name=kernel, language="python",
+                                    kernel_manager_class=IPCKernelManager,
                                     log_output=progress, stdout_file=sys.stderr if progress else None)
     except BaseException as e:
         if failed.exists(): shutil.rmtree(failed)
@@ -993,3 +1038,271 @@ def reproduce(study: str | Path = "demo",          # a shipped study (paper | de
     work.rmdir()
     if failed.exists(): shutil.rmtree(failed)
     return [dest / f"{t}.md" for t in tables]
+
+# %% ../nbs/11_study.ipynb #39c6ba32
+@dataclass(frozen=True)
+class RunTask:
+    "One run of a study as a job: `run_cell` on the machine that executes it (a local worker, a SLURM node)."
+    cell: Cell
+    preset: str
+    roots: dict                      # corpus root by `cell.corpus` (str paths)
+    runs: str                        # the run cache
+    run: str                         # the run's id (known before it runs)
+    extra: tuple[str, ...] = ()      # overrides on top of every cell
+    stage1: dict = field(default_factory=dict)  # seed -> stage-1 run folder, for a cell with `init`
+    after: str = ""                  # run id of the stage-1 run it starts from ("" = none)
+    device: str = "auto"             # where evaluation embeds
+    precision: str = "32"            # of the evaluation
+
+    def __call__(self) -> str:       # the run id, once the run is finished
+        import socket
+        if not Path(self.runs).is_dir():
+            raise LasrError(f"the run cache {self.runs} is not visible on {socket.gethostname()}: it must be on a filesystem "
+                            "that every compute node shares (choose --out there)")
+        stage1 = {s: Path(p) for s, p in self.stage1.items()} or None
+        d, _ = run_cell(self.cell, self.preset, {k: Path(v) for k, v in self.roots.items()}, Path(self.runs), self.extra,
+                        stage1, self.device, precision=self.precision)
+        return d.name
+
+    def checkpoint(self):
+        "Called by submitit when SLURM stops the task (time limit, preemption): requeue it; the run resumes from its checkpoint."
+        import submitit
+        return submitit.helpers.DelayedSubmission(self)
+
+def run_tasks(st: Study, tables: tuple[str, ...], roots: dict[str, Path], runs: Path, extra: tuple[str, ...] = (),
+              precision: str = "32", device: str = "auto",
+              given: bool = False, # the main corpus is the user's (--data-root)
+             ) -> list[RunTask]:   # the runs the cache does not hold yet, stage 1 first
+    "A `RunTask` for every run of the study's tables that is not finished in the run cache."
+    found = study_runs(st, tables, roots, runs, extra, precision, given)
+    unknown = [f"{r['cell'].key}: {r['state']}" for r in found if r["state"].startswith("unknown")]
+    if unknown: raise LasrError("cannot launch the study: " + "; ".join(unknown))
+    stage1 = {r["cell"].seed: str(runs / r["run"]) for r in found if r["cell"].table == "stage1"}
+    return [RunTask(r["cell"], st.preset, {k: str(v) for k, v in roots.items()}, str(runs), r["run"], tuple(extra),
+                    stage1 if r["cell"].init else {}, r["init"], device, precision)
+            for r in found if r["state"] == "to run"]
+
+# %% ../nbs/11_study.ipynb #796bd474
+def local_slots(jobs: int,          # runs at once
+                gpus: int = -1,     # GPUs on this machine (-1: ask torch)
+                cores: int = 0,     # CPU cores (0: os.cpu_count())
+               ) -> list[dict[str, str]]:  # the environment of each slot
+    "The environment of each of `jobs` runs at once: its own GPUs (CUDA_VISIBLE_DEVICES), or its share of the CPU cores."
+    if jobs < 1: raise LasrError(f"--jobs must be at least 1, got {jobs}")
+    if gpus < 0:
+        import torch
+        gpus = torch.cuda.device_count()
+    if gpus:
+        if jobs > gpus: raise LasrError(f"--jobs {jobs} gives each run its own GPU, and this machine has {gpus}: use --jobs {gpus} or less")
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
+        per = gpus // jobs
+        return [{"CUDA_VISIBLE_DEVICES": ",".join(ids[i * per:(i + 1) * per])} for i in range(jobs)]
+    n = str(max(1, (cores or os.cpu_count() or 1) // jobs))   # torch and its BLAS read these when the run's kernel starts
+    return [{"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n} for _ in range(jobs)]
+
+# %% ../nbs/11_study.ipynb #ffd329fe
+def _set_env(env: dict[str, str]): os.environ.update(env)
+
+def _attempt(task: RunTask) -> tuple[bool, str]:
+    "Run a task in a worker process: (finished, the run id or why it failed), never an exception to unpickle."
+    try: return True, task()
+    except Exception as e: return False, f"{type(e).__name__}: {e}" if not isinstance(e, LasrError) else str(e)
+
+def launch_local(tasks: list[RunTask],  # from `run_tasks`, stage 1 first
+                 jobs: int = 2,         # runs at once
+                 say=print,             # one line per finished run
+                 slots: list[dict] | None = None,  # the environment of each slot (default: `local_slots(jobs)`)
+                ) -> dict[str, str]:    # run id -> why it failed (empty: every run finished)
+    "Run the tasks, up to `jobs` at once, each in a process of its own slot; a row waits for its stage-1 run."
+    import time
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+    slots = slots or local_slots(jobs)
+    pools = [ProcessPoolExecutor(1, get_context("spawn"), initializer=_set_env, initargs=(env,)) for env in slots]
+    pending, running, done, failed, free = list(tasks), {}, set(), {}, list(range(len(slots)))
+    try:
+        while pending or running:
+            for t in list(pending):
+                if t.after in failed:
+                    pending.remove(t); failed[t.run] = f"its stage-1 run {t.after} failed"
+                    say(f"{t.cell.key} (seed {t.cell.seed}): not run: its stage-1 run {t.after} failed")
+                elif free and (not t.after or t.after in done or t.after not in {p.run for p in tasks}):
+                    slot = free.pop(0); pending.remove(t)
+                    running[pools[slot].submit(_attempt, t)] = (t, slot, time.time())
+            if not running:   # only rows whose stage 1 is neither done nor failed: cannot happen with stage 1 listed first
+                for t in pending: failed[t.run] = f"its stage-1 run {t.after} never ran"
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                t, slot, start = running.pop(f); free.append(slot)
+                try: ok, what = f.result()
+                except Exception as e:   # the worker died (killed, out of memory): a fresh one for the slot
+                    ok, what = False, f"its process ended abruptly ({type(e).__name__}: {e})"
+                    pools[slot] = ProcessPoolExecutor(1, get_context("spawn"), initializer=_set_env, initargs=(slots[slot],))
+                if ok: done.add(t.run)
+                else: failed[t.run] = what
+                say(f"{t.cell.key} (seed {t.cell.seed}): {'ran' if ok else 'FAILED'} run {t.run} in {time.time() - start:.0f} s"
+                    + ("" if ok else f": {what}"))
+    finally:
+        for p in pools: p.shutdown(cancel_futures=True)
+    return failed
+
+# %% ../nbs/11_study.ipynb #8313982b
+@dataclass(frozen=True)
+class SlurmOptions:
+    "What a cluster asks of each run's SLURM task (`lasr reproduce --launcher slurm --slurm-...`)."
+    partition: str = ""              # "" = the cluster's default partition
+    gpus: int = 1                    # GPUs per run (0 = none)
+    cpus: int = 8                    # CPU cores per run
+    mem_gb: float = 0                # memory per run, GB (0 = the cluster's default)
+    time_min: int = 1440             # time limit per run, minutes; a run stopped by it is requeued and resumes
+    parallel: int = 0                # at most this many runs at once (array parallelism; 0 = no limit)
+    setup: tuple[str, ...] = ()      # shell lines before each run, e.g. "module load cuda/12.4", "source ~/venv/bin/activate"
+    options: tuple[str, ...] = ()    # more sbatch options as KEY=VALUE, e.g. "account=myproject", "qos=normal"
+    poll: float = 10.0               # seconds between two looks at the queue while waiting
+
+SUBMITTED, REPORTED = "slurm.json", "slurm-failed.json"   # in a run's folder: the task running it, the one that failed
+
+def slurm_executor(opts: SlurmOptions, logs: Path, name: str,
+                   after: tuple[str, ...] = ()):  # job ids that must succeed before this array starts
+    "A submitit executor for one job array of runs."
+    import submitit
+    extra = {"kill-on-invalid-dep": "yes"}   # a row whose stage 1 failed leaves the queue instead of waiting forever
+    for o in opts.options:
+        k, sep, v = o.partition("=")
+        if not sep or not k.strip("- "): raise LasrError(f"--slurm-option takes KEY=VALUE (an sbatch option without its dashes), got {o!r}")
+        extra[k.strip().lstrip("-")] = v.strip()
+    if after: extra["dependency"] = "afterok:" + ":".join(after)
+    ex = submitit.AutoExecutor(folder=Path(logs) / "%j", cluster="slurm")
+    p = dict(name=name, timeout_min=opts.time_min, cpus_per_task=opts.cpus, slurm_setup=list(opts.setup),
+             slurm_additional_parameters=extra)
+    if opts.gpus: p["gpus_per_node"] = opts.gpus
+    if opts.mem_gb: p["mem_gb"] = opts.mem_gb
+    if opts.partition: p["slurm_partition"] = opts.partition
+    if opts.parallel: p["slurm_array_parallelism"] = opts.parallel
+    ex.update_parameters(**p)
+    return ex
+
+# %% ../nbs/11_study.ipynb #42528bf7
+def slurm_queue() -> dict[str, str]:
+    "Job id (array tasks as 12_3) -> SLURM state of every job of this user still in the queue."
+    import getpass, subprocess
+    try: r = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"], capture_output=True,
+                            text=True, timeout=120)
+    except FileNotFoundError: raise LasrError("--launcher slurm needs SLURM's commands (sbatch, squeue) on PATH: "
+                                              "run lasr reproduce on the cluster's login node") from None
+    if r.returncode: raise LasrError(f"squeue failed: {r.stderr.strip()}")
+    return dict(l.split(None, 1) for l in r.stdout.splitlines() if l.strip())
+
+def _record(run_dir: Path, name: str = SUBMITTED) -> dict | None:
+    p = Path(run_dir) / name
+    return json.loads(p.read_text()) if p.is_file() else None
+
+def _failure(rec: dict) -> str:
+    "Why a task left the queue without finishing its run: its exception (submitit's result file), else where to look."
+    import pickle
+    p = Path(rec["result"])
+    if p.is_file():
+        try: kind, what = pickle.loads(p.read_bytes())
+        except Exception: kind, what = "unreadable", ""
+        if kind == "error": return f"{str(what).strip().splitlines()[-1]} (log: {rec['log']})"
+        return f"its task ended ({kind}) without finishing the run (log: {rec['log']})"
+    return ("its task ended without a result: cancelled, killed, or its node could not read the run cache, which must "
+            f"be on a filesystem every compute node shares (log: {rec['log']})")
+
+def run_state(run_dir: Path, queue: dict[str, str]) -> tuple[str, str]:
+    "done | queued | running | failed | new (never submitted, or its failure was reported), and what SLURM or the task says."
+    if run_done(run_dir): return "done", ""
+    rec = _record(run_dir)
+    if rec is None: return "new", ""
+    s = queue.get(rec["job"])
+    if s: return ("running" if s in ("RUNNING", "COMPLETING") else "queued"), f"job {rec['job']}: {s}"
+    return "failed", _failure(rec)
+
+# %% ../nbs/11_study.ipynb #bb28d6f6
+def _label(t: RunTask) -> str: return f"{t.cell.table} {t.cell.key} (seed {t.cell.seed})"
+
+def _submit(group: list[RunTask], opts: SlurmOptions, logs: Path, name: str, after: tuple[str, ...], say) -> dict[str, str]:
+    "Submit one job array; record each task in its run's folder; run id -> job id."
+    import time
+    ex = slurm_executor(opts, logs, name, after)
+    with ex.batch(): jobs = [ex.submit(t) for t in group]
+    for t, j in zip(group, jobs):
+        d = Path(t.runs) / t.run
+        d.mkdir(parents=True, exist_ok=True)
+        (d / SUBMITTED).write_text(json.dumps({"job": j.job_id, "log": str(j.paths.stdout), "err": str(j.paths.stderr),
+                                               "result": str(j.paths.result_pickle), "submitted": time.time()}, indent=1))
+        say(f"{_label(t)}: submitted run {t.run} as job {j.job_id}" + (f" (after {', '.join(after)})" if after else ""))
+    return {t.run: j.job_id for t, j in zip(group, jobs)}
+
+def submit_runs(tasks: list[RunTask], opts: SlurmOptions, logs: Path, name: str,
+                queued: dict[str, str],  # run id -> job id of runs already in the queue
+                say=print) -> dict[str, str]:  # run id -> job id of what was submitted now
+    "Submit the tasks: those free to start as one job array, then those waiting for a stage-1 run, one array per stage-1 job."
+    first = [t for t in tasks if not t.after or (t.after not in queued and t.after not in {x.run for x in tasks})]
+    jobs = _submit(first, opts, logs, name, (), say) if first else {}
+    later: dict[str, list[RunTask]] = {}
+    for t in tasks:
+        if t not in first: later.setdefault(jobs.get(t.after) or queued[t.after], []).append(t)
+    for job, group in later.items(): jobs |= _submit(group, opts, logs, name, (job,), say)
+    return jobs
+
+# %% ../nbs/11_study.ipynb #ffdb3fe3
+def _report_failed(runs: Path, failed: dict[str, str]):
+    "A failed run is reported once: its record moves aside, so that the next `reproduce` submits it again."
+    for rid in failed:
+        p = runs / rid / SUBMITTED
+        if p.is_file(): os.replace(p, runs / rid / REPORTED)
+
+def launch_slurm(tasks: list[RunTask],   # from `run_tasks`: the runs the cache does not hold
+                 opts: SlurmOptions,
+                 logs: Path,             # folder of the job logs
+                 name: str = "lasr",     # the jobs' name in the queue
+                 wait: bool = True,      # follow the queue until every run is finished
+                 say=print,              # one line per submitted or finished run
+                ) -> tuple[dict[str, str], dict[str, str], int]:  # failed (run -> why), unfinished (run -> state), submitted now
+    "Submit the study's missing runs to SLURM (nothing already queued twice) and, when asked, wait for them."
+    import shutil, time
+    if not tasks: return {}, {}, 0
+    if shutil.which("sbatch") is None:
+        raise LasrError("--launcher slurm needs SLURM's sbatch and squeue on PATH: run lasr reproduce on the cluster's login node")
+    runs = Path(tasks[0].runs)
+    queue = slurm_queue()
+    state = {t.run: run_state(runs / t.run, queue) for t in tasks}
+    failed = {r: why for r, (s, why) in state.items() if s == "failed"}
+    unfinished = {r: s for r, (s, _) in state.items() if s in ("queued", "running")}
+    if failed:   # reported, not resubmitted: the next reproduce submits them again
+        _report_failed(runs, failed)
+        return failed, unfinished, 0
+    queued = {t.run: _record(runs / t.run)["job"] for t in tasks if t.run in unfinished}
+    new = submit_runs([t for t in tasks if state[t.run][0] == "new"], opts, logs, name, queued, say)
+    if not wait: return {}, {r: "queued" for r in new} | unfinished, len(new)
+    left, start = {t.run: t for t in tasks if state[t.run][0] != "done"}, time.time()
+    while left:
+        time.sleep(opts.poll)
+        queue = slurm_queue()
+        for rid, t in list(left.items()):
+            s, why = run_state(runs / rid, queue)
+            if s in ("done", "failed"):
+                del left[rid]
+                job = (_record(runs / rid) or {}).get("job", "?")
+                say(f"{_label(t)}: {s} run {rid} (job {job}) {time.time() - start:.0f} s after submission" + (f": {why}" if why else ""))
+                if s == "failed": failed[rid] = why
+    _report_failed(runs, failed)
+    return failed, {}, len(new)
+
+# %% ../nbs/11_study.ipynb #e01d7a73
+LAUNCHERS = ("local", "slurm")
+
+def _unfinished(tasks: list[RunTask], failed: dict[str, str], unfinished: dict[str, str], dest: Path, launcher: str) -> str:
+    "The message when runs failed or are still queued: which, why, and what the next `reproduce` does."
+    label = {t.run: _label(t) for t in tasks}
+    lines = [f"  - {label[r]}: run {r} FAILED: {why}" for r, why in failed.items()]
+    lines += [f"  - {label[r]}: run {r} {s}" for r, s in unfinished.items()]
+    then = ("the next lasr reproduce submits each failed run again, and it resumes from its last checkpoint"
+            if launcher == "slurm" else "the next lasr reproduce resumes each failed run") if failed else \
+           "run the same command again when they are done (without --no-wait it waits for them); nothing is submitted twice"
+    return (f"{len(failed)} runs failed" if failed else f"{len(unfinished)} runs are not finished") + \
+           (f" and {len(unfinished)} are not finished" if failed and unfinished else "") + \
+           f"; the tables in {dest} are unchanged and finished runs are kept; {then}:\n" + "\n".join(lines)

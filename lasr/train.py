@@ -5,6 +5,7 @@
 # %% ../nbs/07_train.ipynb #cbbba57d
 from __future__ import annotations
 import contextlib, gc, hashlib, json, math, os, sys, time, warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,9 @@ __all__ = ['BF16_MAX_POINTS', 'BF16_MIN_TOP10', 'BF16_RULE_HOLDS', 'lr_at', 'lr_
            'load_checkpoint', 'weights_sha256', 'load_state_into', 'gather_rows', 'first_rows', 'unique_split',
            'embed_batch', 'split_metrics', 'RetrievalModule', 'BestCheckpoint', 'RngState', 'FlushLogs', 'CtrlC',
            'process_rank', 'data_fingerprint', 'cpu_has_fast_bf16', 'uses_gpu', 'resolved_precision', 'trainer_kwargs',
-           'EpochLog', 'train', 'lasr_command', 'run_lasr', 'resolve_device', 'bf16_is_fast', 'inference_precision',
-           'load_model', 'embed_audio', 'embed_text', 'recall_curve', 'plot_recall', 'evaluate']
+           'EpochLog', 'teacher_paths', 'teacher_run_id', 'check_distillation', 'Teachers', 'load_teachers', 'train',
+           'lasr_command', 'run_lasr', 'resolve_device', 'bf16_is_fast', 'inference_precision', 'load_model',
+           'embed_audio', 'embed_text', 'recall_curve', 'plot_recall', 'evaluate', 'evaluate_ensemble']
 
 # %% ../nbs/07_train.ipynb #27a18d77
 def lr_at(step: int,            # optimiser steps taken so far (0-based)
@@ -203,6 +205,7 @@ class RetrievalModule(L.LightningModule):
         self.start_sha256 = None   # weights_sha256 of the model when training (re)starts
         self.model = create_model(cfg, load_weights=load_weights)   # holds the loss (and a learnable tau)
         self._val: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+        self.teachers = None   # `Teachers` when distilling (loss.soft_weight > 0): not part of the state
 
     def training_step(self, batch, batch_idx):
         ai = batch["audio_index"]
@@ -212,7 +215,9 @@ class RetrievalModule(L.LightningModule):
             a, t = self.model(batch)
             a, ai = a[owner], ai[owner]
         else: a, t = self.model(batch)
-        loss = self.model.loss(a, t, ai)
+        # the teachers' embeddings of this batch's clips and captions (the loss gathers them with the student's)
+        extra = {} if self.teachers is None else {"teachers": self.teachers(ai, batch["captions"])}
+        loss = self.model.loss(a, t, ai, **extra)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(a), sync_dist=False)
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=len(a))
         return loss
@@ -414,11 +419,121 @@ def _resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     return path / "best.safetensors" if path.is_dir() else path
 
+# %% ../nbs/07_train.ipynb #37b9df42
+def teacher_paths(cfg: Config) -> list[Path]:
+    "The teacher runs of `loss.teachers` (comma separated)."
+    return [Path(t.strip()).expanduser() for t in cfg.loss.teachers.split(",") if t.strip()]
+
+def teacher_run_id(run: str | Path) -> str:
+    "A teacher's run id: the name of its run folder (of the checkpoint's folder for a checkpoint path)."
+    run = Path(run)
+    return run.name if run.is_dir() else run.parent.name
+
+def check_distillation(cfg: Config) -> None:
+    "Refuse, before anything is read, distillation settings that cannot work: no teachers, a missing one, bad weights."
+    l = cfg.loss
+    if l.soft_weight < 0 or l.hard_weight < 0: raise LasrError(f"loss.hard_weight and loss.soft_weight must be >= 0, got {l.hard_weight}, {l.soft_weight}")
+    if l.soft_weight == 0: return   # no distillation: loss.teachers is not read
+    if l.target_tau <= 0: raise LasrError(f"loss.target_tau must be > 0, got {l.target_tau}")
+    paths = teacher_paths(cfg)
+    if not paths: raise LasrError("loss.soft_weight > 0 distils teachers: name their run folders with loss.teachers=RUN[,RUN...]")
+    for p in paths:
+        if not _resolve_checkpoint(p).is_file():
+            raise LasrError(f"loss.teachers: {p} holds no checkpoint (a teacher is a trained run folder or a .safetensors file)")
+
+# %% ../nbs/07_train.ipynb #00b33e07
+@dataclass
+class Teachers:
+    "Each teacher's embeddings of every training clip and caption, computed once; the rows of a batch by lookup."
+    runs: list[dict]   # per teacher: run (id), weights_sha256, embeddings ("computed" or "cache"), cache (file)
+    audio: list[Tensor] # per teacher: (clips, E_t) unit-norm embeddings, in split order (audio_index)
+    text: list[Tensor]  # per teacher: (captions, E_t) unit-norm embeddings, rows of `captions`
+    captions: list[str] # the distinct training captions, normalised as the student's batches hold them
+    row: dict[str, int] = field(default_factory=dict, repr=False)   # caption -> its row of `text`
+
+    def __post_init__(self): self.row = {c: i for i, c in enumerate(self.captions)}
+
+    def record(self) -> list[dict]:
+        "What a checkpoint sidecar records of the teachers: run id and weights hash of each."
+        return [{"run": r["run"], "weights_sha256": r["weights_sha256"]} for r in self.runs]
+
+    def __call__(self, audio_index: Tensor, # (B,) training-split clip of each pair
+                 captions: list[str],        # (B,) the batch's captions
+                ) -> list[tuple[Tensor, Tensor]]: # per teacher: (B, E_t) audio, (B, E_t) caption embeddings
+        "The batch's rows of every teacher's embeddings, on `audio_index`'s device."
+        missing = [c for c in captions if c not in self.row]
+        if missing: raise LasrError(f"distillation: the caption {missing[0]!r} is not one the teachers embedded")
+        i, j = audio_index.cpu(), torch.tensor([self.row[c] for c in captions], dtype=torch.long)
+        return [(a[i].to(audio_index.device), t[j].to(audio_index.device)) for a, t in zip(self.audio, self.text)]
+
+# %% ../nbs/07_train.ipynb #c7df243c
+@torch.no_grad()
+def _teacher_embed(ckpt: Path, cfg: Config, split, captions: list[str], wave_cache, progress: bool, device) -> tuple[Tensor, Tensor]:
+    "A teacher's (clips, E) and (captions, E) embeddings of the training split, without augmentation."
+    from tqdm.auto import tqdm
+    from lasr.data import RetrievalDataset, collate
+    model = load_model(ckpt, device, precision="32")
+    tc = model.cfg
+    # the student's decoded waveforms serve a teacher that reads the same rate and length; others decode the files
+    same = tc.audio.sample_rate == cfg.audio.sample_rate and tc.audio.max_seconds == cfg.audio.max_seconds
+    ds = RetrievalDataset(split, tc, "audio", wave_cache if same else None, train=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=tc.run.embed_batch_size, collate_fn=collate, shuffle=False)
+    dev = next(model.parameters()).device
+    audio = [model.embed_audio(b["wav"].to(dev), b["valid"].to(dev)).float().cpu()
+             for b in tqdm(loader, desc=f"teacher {teacher_run_id(ckpt)}: audio", disable=not (progress and live_progress()))]
+    return torch.cat(audio), torch.from_numpy(embed_text(model, captions)).float()
+
+def load_teachers(cfg: Config,             # the student's config (loss.teachers, text normalisation)
+                  split,                   # the training split (`lasr.data.CorpusSplit`) the batches index
+                  wave_cache=None,         # decoded waveforms of `split` at the student's rate, or None
+                  progress: bool = True,
+                  device: str | torch.device | None = "auto", # where the teachers embed (auto: the GPU when there is one)
+                 ) -> Teachers:
+    "Every teacher's embeddings of the training clips and captions: from its cache, else computed once and cached."
+    from lasr.data import normalise_caption
+    paths = teacher_paths(cfg)
+    if not paths: raise LasrError("distillation needs teachers: set loss.teachers=RUN[,RUN...]")
+    captions = sorted({normalise_caption(c, cfg.text.lowercase, cfg.text.strip_punctuation) for cs in split.captions for c in cs})
+    fp = data_fingerprint(split)
+    runs, audio, text = [], [], []
+    for p in paths:
+        ckpt = _resolve_checkpoint(p)
+        state, _ = load_checkpoint(ckpt)
+        wsha = weights_sha256(state); del state
+        key = hashlib.sha1(json.dumps(["teacher-1", wsha, fp, cfg.text.lowercase, cfg.text.strip_punctuation]).encode()).hexdigest()[:16]
+        cache, rid, t0 = ckpt.parent / "embeddings" / f"teacher-train-{key}.pt", teacher_run_id(p), time.time()
+        hit = cache.is_file()
+        if hit:
+            d = torch.load(cache, map_location="cpu", weights_only=True)
+            if d.get("captions") != captions: hit = False   # (a hash collision, or a foreign file): compute again
+        if not hit:
+            # building a teacher draws random initial weights: the student's random numbers must not depend on
+            # whether the embeddings came from the cache
+            import random
+            states = random.getstate(), np.random.get_state()
+            with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+                a, t = _teacher_embed(ckpt, cfg, split, captions, wave_cache, progress, device)
+            random.setstate(states[0]); np.random.set_state(states[1])
+            d = {"audio": a, "text": t, "captions": captions, "run": rid, "weights_sha256": wsha, "data_fingerprint": fp}
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+            torch.save(d, tmp); os.replace(tmp, cache)
+        runs.append({"run": rid, "weights_sha256": wsha, "embeddings": "cache" if hit else "computed", "cache": str(cache)})
+        audio.append(d["audio"].float()); text.append(d["text"].float())
+        print(f"distillation: teacher {rid} (weights {wsha[:12]}): {len(split)} clips and {len(captions)} captions "
+              + (f"read from its cache {cache}" if hit else f"embedded in {time.time() - t0:.1f} s, cached in {cache}"),
+              file=sys.stderr, flush=True)
+    n = sum(r["embeddings"] == "computed" for r in runs)
+    print(f"distillation: {n} of {len(runs)} teachers' embeddings computed" + (" (none computed: all from the cache)" if not n else ""),
+          file=sys.stderr, flush=True)
+    return Teachers(runs, audio, text, captions)
+
 # %% ../nbs/07_train.ipynb #e90223e5
 def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: bool,
                callbacks: list, train_corpora: str | None, init_from: str) -> dict:
     "Train one stage into `out`; returns its summary."
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.plugins.environments import LightningEnvironment
     from lightning.pytorch.loggers import CSVLogger
     from lasr.data import RetrievalDataModule
     if not progress:   # --quiet: keep Lightning's banners and tips out of the log
@@ -439,16 +554,23 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
             state = {k: v for k, v in state.items() if not k.startswith("audio_pooling.")}
         load_state_into(module.model, state, info, source=str(init_from))
     fp = data_fingerprint(dm.splits["train"])
+    # distillation (fine-tuning stage only): each teacher's embeddings of the training split, computed once and cached
+    if cfg.loss.soft_weight > 0 and train_corpora is None:
+        module.teachers = load_teachers(cfg, dm.splits["train"], getattr(dm.train_ds, "cache", None), progress,
+                                        device="cuda" if uses_gpu(cfg) else "cpu")
+    taught = {"teachers": module.teachers.record()} if module.teachers is not None else {}
     ckpt = ModelCheckpoint(dirpath=out / "lightning", filename="last", save_last=False, save_top_k=1, enable_version_counter=False,
                            monitor=None, every_n_epochs=1)
     ctrl_c = CtrlC()
-    cbs = [BestCheckpoint(out, cfg, data_fingerprint=fp, train_corpora=train_corpora or cfg.data.corpus), ckpt,
+    cbs = [BestCheckpoint(out, cfg, data_fingerprint=fp, train_corpora=train_corpora or cfg.data.corpus, **taught), ckpt,
            RngState(), FlushLogs(), ctrl_c, *callbacks]
     # a bar on a terminal; elsewhere (a log file, a notebook's captured stderr) one line per epoch
     cbs.append(TQDMProgressBar(refresh_rate=max(1, len(dm.train_dataloader()) // 20)) if progress else
                EpochLog("pretrain " if train_corpora else ""))
     o = cfg.optim
-    trainer = L.Trainer(**trainer_kwargs(cfg), max_epochs=o.epochs, max_steps=cfg.run.max_steps,
+    # Lightning's own launcher, SLURM detection off: inside a SLURM task (lasr reproduce --launcher slurm, one task per
+    # run) a run on several GPUs starts its own processes, as on any machine, instead of expecting one task per GPU
+    trainer = L.Trainer(**trainer_kwargs(cfg), plugins=[LightningEnvironment()], max_epochs=o.epochs, max_steps=cfg.run.max_steps,
                         logger=CSVLogger(out, name="logs"), callbacks=cbs, num_sanity_val_steps=0,
                         check_val_every_n_epoch=cfg.run.val_every, log_every_n_steps=1,
                         gradient_clip_val=o.grad_clip or None, enable_progress_bar=progress,
@@ -458,6 +580,9 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec|weights_only|in eval mode|exists and is not empty).*")
+        # where srun is on PATH (a cluster's login node) Lightning suggests it, naming this interpreter's path; runs use
+        # Lightning's own launcher (above), so the hint does not apply
+        warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")
         # validation metrics are computed on the whole gathered split, the same on every rank: nothing to sync
         warnings.filterwarnings("ignore", message=".*It is recommended to use `self.log\\(.*sync_dist=True.*")
         try:
@@ -471,9 +596,10 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
                "seconds": round(time.time() - t0, 1), "train_pairs": len(dm.splits["train"].pairs()),
                "train_clips": len(dm.splits["train"]), "data_fingerprint": fp, "init_from": init_from if not resume else "",
                "start_weights_sha256": module.start_sha256, **provenance(cfg)}
+    if module.teachers is not None: summary["teachers"] = module.teachers.runs
     if trainer.is_global_zero:
         save_checkpoint(module.model, out / "last", cfg, epoch=trainer.current_epoch, step=trainer.global_step,
-                        data_fingerprint=fp)
+                        data_fingerprint=fp, **taught)
         summary["best"] = json.loads(best.read_text()).get("metrics") if best.exists() else None
         (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     trainer.strategy.barrier("lasr stage written")   # the next stage (on every rank) reads what rank 0 wrote
@@ -491,6 +617,7 @@ def train(cfg: Config,                 # the run's config
     "Train the system of `cfg` on the corpora under `data_root`, leaving a run folder in `out`."
     out, data_root = Path(out), Path(data_root)
     if not data_root.is_dir(): raise LasrError(f"data root not found: {data_root}")
+    check_distillation(cfg)
     main = process_rank() == 0   # ranks > 0 are started once rank 0 has created the run folder: they only read it
     if resume:
         if not (out / "config.json").exists(): raise LasrError(f"--resume: {out} holds no run to resume")
@@ -697,6 +824,38 @@ def plot_recall(curve, path: Path, title: str, chance_items: int) -> Path:
     return path
 
 # %% ../nbs/07_train.ipynb #1417b39d
+def _similarity(run: Path, data_root, split: str, progress: bool, device, precision: str):
+    "(model, validated split, (queries, items) float64 caption x clip cosine similarities) of a run on a split."
+    from lasr.data import RetrievalDataModule, fingerprint
+    model = load_model(run, device, precision)
+    cfg = model.cfg
+    dm = RetrievalDataModule(cfg, data_root, progress=progress)
+    sp, ds = dm.eval_split(split)
+    run_dir = run if run.is_dir() else run.parent
+    # weights, config, captions and the audio files' sizes and mtimes (as the waveform cache keys them):
+    # a clip overwritten with other audio of the same length must be embedded again
+    audio_key = fingerprint(sp.audio_paths, cfg.audio.sample_rate, cfg.audio.max_seconds)
+    key = hashlib.sha1(f"{model.info['sha256']}{json.dumps(to_dict(cfg), sort_keys=True)}{data_fingerprint(sp)}"
+                       f"{audio_key}{'' if model.precision == '32' else model.precision}".encode()).hexdigest()[:16]
+    audio, text = _embeddings(model, sp, cfg, run_dir / "embeddings" / f"{split}-{key}.h5", progress, ds)
+    return model, sp, text.astype(np.float64) @ audio.astype(np.float64).T
+
+def _score(sim: np.ndarray, sp, relevance, ci: bool, out, predictions) -> dict:
+    "Metrics (and intervals) of a split's similarity matrix, written as the metrics JSON and the prediction CSV when asked."
+    from lasr.metrics import query_values, summarize, bootstrap_ci, relevance_matrix, write_predictions, read_relevance_csv
+    queries, targets = sp.queries()
+    targets = np.asarray(targets)
+    # the same relevance, metrics and intervals as `lasr score` on the prediction CSV written below
+    rel = None if relevance is None else relevance_matrix(queries, sp.file_names, read_relevance_csv(relevance), str(relevance))
+    values = query_values(sim, targets, rel)
+    result = {**summarize(values), "n_queries": int(sim.shape[0]), "n_items": int(sim.shape[1])}
+    if ci: result["ci"] = bootstrap_ci(values, np.asarray(sp.file_names)[targets])
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    if predictions is not None: write_predictions(predictions, queries, sp.file_names, sim)
+    return result
+
 def evaluate(run: str | Path,                  # run folder (or checkpoint)
              data_root: str | Path,            # folder holding the corpus
              split: str = "evaluation",
@@ -710,42 +869,60 @@ def evaluate(run: str | Path,                  # run folder (or checkpoint)
              precision: str = "32",            # of embedding: 32 (the study's tables, comparable across machines) | bf16 | auto
             ) -> dict:
     "Evaluate a trained run on a split; returns the metrics dict."
-    from lasr.data import RetrievalDataModule
-    from lasr.metrics import query_values, summarize, bootstrap_ci, relevance_matrix, write_predictions, read_relevance_csv
-    run = Path(run)
-    model = load_model(run, device, precision)
-    cfg = model.cfg
-    dm = RetrievalDataModule(cfg, data_root, progress=progress)
-    sp, ds = dm.eval_split(split)
-    run_dir = run if run.is_dir() else run.parent
-    # weights, config, captions and the audio files' sizes and mtimes (as the waveform cache keys them):
-    # a clip overwritten with other audio of the same length must be embedded again
-    from lasr.data import fingerprint
-    audio_key = fingerprint(sp.audio_paths, cfg.audio.sample_rate, cfg.audio.max_seconds)
-    key = hashlib.sha1(f"{model.info['sha256']}{json.dumps(to_dict(cfg), sort_keys=True)}{data_fingerprint(sp)}"
-                       f"{audio_key}{'' if model.precision == '32' else model.precision}".encode()).hexdigest()[:16]
-    audio, text = _embeddings(model, sp, cfg, run_dir / "embeddings" / f"{split}-{key}.h5", progress, ds)
-    queries, targets = sp.queries()
-    targets = np.asarray(targets)
-    sim = text.astype(np.float64) @ audio.astype(np.float64).T
-    # the same relevance, metrics and intervals as `lasr score` on the prediction CSV written below
-    rel = None if relevance is None else relevance_matrix(queries, sp.file_names, read_relevance_csv(relevance), str(relevance))
-    values = query_values(sim, targets, rel)
-    result = {**summarize(values), "n_queries": int(sim.shape[0]), "n_items": int(sim.shape[1])}
-    if ci: result["ci"] = bootstrap_ci(values, np.asarray(sp.file_names)[targets])
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    if predictions is not None: write_predictions(predictions, queries, sp.file_names, sim)
     from lasr.metrics import chance_map_at_k
-    info = model.info
+    run = Path(run)
+    model, sp, sim = _similarity(run, data_root, split, progress, device, precision)
+    cfg, info = model.cfg, model.info
+    run_dir = run if run.is_dir() else run.parent
+    result = _score(sim, sp, relevance, ci, out, predictions)
     full = {**result, "split": split, "chance_mAP@10": chance_map_at_k(sim.shape[1], 10),
             "trained_on": info.get("train_corpora"), "data_fingerprint": info.get("data_fingerprint"),
             "checkpoint_epoch": info.get("epoch"), "inference_precision": model.precision, **provenance(cfg)}
     (run_dir / f"evaluation-{split}.json").write_text(json.dumps(full, indent=2) + "\n")
     fig = Path(figure) if figure else run_dir / f"recall-{split}.png"
-    plot_recall(recall_curve(sim, targets), fig,
+    plot_recall(recall_curve(sim, np.asarray(sp.queries()[1])), fig,
                 f"{cfg.preset}: {cfg.audio.encoder}{'' if cfg.audio.pretrained else ' (random init)'} + "
                 f"{cfg.text.encoder}{'' if cfg.text.pretrained else ' (random init)'}\n{split} split, "
                 f"{sim.shape[1]} clips", sim.shape[1])
+    return result
+
+# %% ../nbs/07_train.ipynb #d36d1e8e
+def evaluate_ensemble(runs: list[str | Path],          # member run folders (or checkpoints)
+                      data_root: str | Path,           # folder holding the corpus
+                      split: str = "evaluation",
+                      weights: list[float] | None = None, # one per member (normalised to sum 1); None = plain mean
+                      relevance: str | Path | None = None, # 2025 relevance CSV: adds mAP@10_multi, mAP@16_multi
+                      out: str | Path | None = None,   # metrics JSON (score --json keys + n_queries, n_items)
+                      predictions: str | Path | None = None, # DCASE 2025 prediction CSV of the ensemble
+                      figure: str | Path | None = None, # recall-at-k PNG (none by default)
+                      progress: bool = True,
+                      device: str | torch.device | None = "auto", # auto: the GPU when there is one, else the CPU
+                      ci: bool = False,                # add "ci": {metric: [low, high]}, 95% clip bootstrap
+                      precision: str = "32",           # of every member's embedding: 32 | bf16 | auto
+                     ) -> dict:
+    "Evaluate an ensemble: the (weighted) mean of its members' cosine-similarity matrices, scored as one system."
+    runs = [Path(r) for r in runs]
+    if not runs: raise LasrError("an ensemble needs at least one run")
+    w = [1.0] * len(runs) if weights is None else [float(x) for x in weights]
+    if len(w) != len(runs): raise LasrError(f"{len(w)} weights for {len(runs)} runs: give one weight per run")
+    if any(not math.isfinite(x) or x < 0 for x in w) or sum(w) <= 0:
+        raise LasrError(f"ensemble weights must be finite, >= 0 and not all 0, got {w}")
+    total, first = None, None
+    for r, wr in zip(runs, w):
+        model, sp, sim = _similarity(r, data_root, split, progress, device, precision)
+        seen = dict(run=str(r), corpus=model.cfg.data.corpus, clips=len(sp), captions=int(sim.shape[0]),
+                    fingerprint=data_fingerprint(sp)[:12])
+        del model
+        if first is None: first, ref = seen, sp
+        elif seen["fingerprint"] != first["fingerprint"] or sp.file_names != ref.file_names or sp.queries() != ref.queries():
+            say = lambda m: f"{m['run']} reads {m['corpus']} ({m['clips']} clips, {m['captions']} captions, data fingerprint {m['fingerprint']})"
+            raise LasrError(f"the ensemble's members do not agree on the {split} data: {say(first)}, but {say(seen)}; "
+                            "an ensemble's members must be evaluated on the same clips and captions (data.corpus, "
+                            "data.exclusions, data.on_error and the data root)")
+        total = wr * sim if total is None else total + wr * sim
+    sim = total / sum(w)
+    result = _score(sim, ref, relevance, ci, out, predictions)
+    if figure is not None:
+        plot_recall(recall_curve(sim, np.asarray(ref.queries()[1])), Path(figure),
+                    f"ensemble of {len(runs)} runs\n{split} split, {sim.shape[1]} clips", sim.shape[1])
     return result

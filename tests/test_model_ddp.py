@@ -58,3 +58,46 @@ def test_gathered_loss_equals_single_process():
         torch.testing.assert_close(gt / WORLD, t_s.grad[sl], rtol=1e-5, atol=1e-7)
         # and without gathering each rank would only see its half: a different loss
         assert abs(out[f"local{rank}"].item() - single.item()) > 1e-3
+
+
+def _teachers():
+    "Two teachers' embeddings of the global batch's clips and captions (other embedding sizes than the student's)."
+    g = torch.Generator().manual_seed(1)
+    return [(F.normalize(torch.randn(B, d, generator=g), dim=-1), F.normalize(torch.randn(B, d, generator=g), dim=-1))
+            for d in (12, 20)]
+
+
+def _distil(gather=True):
+    return ContrastiveLoss(tau=0.05, gather=gather, hard_weight=0.3, soft_weight=0.7, target_tau=0.1)
+
+
+def _distil_worker(rank, port, out):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        a, t, idx = _global_batch()
+        sl = slice(rank * B // WORLD, (rank + 1) * B // WORLD)
+        a_r, t_r = a[sl].clone().requires_grad_(), t[sl].clone().requires_grad_()
+        loss = _distil()(a_r, t_r, idx[sl], [(ta[sl], tt[sl]) for ta, tt in _teachers()])   # each rank: its half
+        loss.backward()
+        out[rank] = (loss.detach(), a_r.grad.clone(), t_r.grad.clone())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gathered_distillation_loss_equals_single_process():
+    "The teachers' matrix is built over the same gathered batch as the student's negatives."
+    a, t, idx = _global_batch()
+    a_s, t_s = a.clone().requires_grad_(), t.clone().requires_grad_()
+    single = _distil()(a_s, t_s, idx, _teachers())
+    single.backward()
+    out = mp.Manager().dict()
+    mp.spawn(_distil_worker, args=(_free_port(), out), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        loss, ga, gt = out[rank]
+        sl = slice(rank * B // WORLD, (rank + 1) * B // WORLD)
+        torch.testing.assert_close(loss, single.detach(), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(ga / WORLD, a_s.grad[sl], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(gt / WORLD, t_s.grad[sl], rtol=1e-5, atol=1e-7)
+        # each rank's half alone (its own negatives and teachers' matrix) gives another loss
+        local = _distil(gather=False)(a[sl], t[sl], idx[sl], [(ta[sl], tt[sl]) for ta, tt in _teachers()])
+        assert abs(local.item() - single.item()) > 1e-3
