@@ -28,8 +28,11 @@ $(STAMP): settings.ini setup.py
 
 install: $(STAMP)
 
+# runs at once in the demo: one per GPU, else two, each with half of the CPU cores (the same tables as one at a time)
+DEMO_JOBS ?= $(shell n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); [ "$$n" -gt 0 ] 2>/dev/null && echo $$n || echo 2)
+
 demo: install
-	$(BIN)/lasr reproduce --preset demo --out reports
+	$(BIN)/lasr reproduce --preset demo --out reports --jobs $(DEMO_JOBS)
 
 # the launcher tests start a one-node SLURM cluster: Debian's slurm-wlm and munge, installed here when missing (root)
 slurm:

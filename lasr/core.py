@@ -97,10 +97,13 @@ AUDIO_ENCODERS: dict[str, AudioSpec] = {s.name: s for s in [
                    max_source_positions=1500, vocab_size=51865), "", "Whisper encoder class, 2 x 128 (CPU demo, random weights)"),
     # the random convolutional front end and first block stay fixed (a random filter bank): back-propagating
     # through seven convolutions over 160 000 samples per window made a step 4x slower than the others'. Its
-    # last convolution strides 4 (frames of 40 ms, 250 per 10 s window) and the model's own SpecAugment-style time
-    # masking is off, like the other demo encoders' (none masks inside the model): together 2.3x faster steps
+    # frames are 40 ms (250 per 10 s window), and the model's own SpecAugment-style time masking is off, like the
+    # other demo encoders' (none masks inside the model): together 2.3x faster steps. The front end strides most in
+    # its first two convolutions (10, then 4): its layer norms over 32 channels x every frame were half of a step on
+    # a CPU without AMX; the later layers see 4x fewer frames, and a step is 1.5x faster (AMD EPYC, bf16-mixed)
     AudioSpec("data2vec-audio-small", "data2vec", 16000, dict(_D2V_TINY, hidden_size=128, num_hidden_layers=3,
-              num_attention_heads=2, intermediate_size=512, conv_stride=[5, 2, 2, 2, 2, 2, 4], mask_time_prob=0.0), "",
+              num_attention_heads=2, intermediate_size=512, conv_stride=[10, 4, 2, 2, 2, 2, 1],
+              conv_kernel=[10, 4, 3, 3, 3, 2, 2], mask_time_prob=0.0), "",
               "data2vec-audio class, conv features (40 ms frames) + 3 x 128, front end and block 0 frozen (CPU demo, "
               "random weights)", 1),
 ]}
