@@ -21,10 +21,11 @@ __all__ = ['FULL', 'STUDIES', 'STAGE', 'KERNEL', 'RUN_NOTEBOOK', 'DONE', 'TABLE1
            'PUBLISHED_TABLE1', 'PUBLISHED_TABLE2', 'RELEVANCE_FILE', 'TABLES', 'OUTPUTS', 'SUBMITTED', 'REPORTED',
            'LAUNCHERS', 'Cell', 'study_dir', 'Study', 'study_file', 'load_study', 'select', 'cell_config',
            'corpus_fingerprint', 'run_id', 'python_kernel', 'IPCKernelManager', 'one_process', 'run_done',
-           'execute_run', 'stage1_of', 'cell_run_id', 'run_cell', 'x100', 'with_ci', 'read_run', 'training_precision',
-           'rows_of', 'seed_frame', 'results_frame', 'csv_frame', 'display_frame', 'seed_summary', 'seed_differences',
-           'paired_differences', 'display_differences', 'interval_note', 'markdown', 'published_table1', 'plot_table1',
-           'plot_table2', 'corpus_roots', 'corpus_label', 'ensure_corpus', 'table_setup', 'run_cells', 'doctor',
+           'execute_run', 'stage1_of', 'teachers_override', 'ensemble_run_id', 'cell_run_id', 'execute_ensemble',
+           'run_cell', 'x100', 'with_ci', 'read_run', 'training_precision', 'rows_of', 'seed_frame', 'results_frame',
+           'csv_frame', 'display_frame', 'seed_summary', 'seed_differences', 'paired_differences',
+           'display_differences', 'interval_note', 'markdown', 'published_table1', 'plot_table1', 'plot_table2',
+           'corpus_roots', 'corpus_label', 'ensure_corpus', 'table_setup', 'seed_label', 'run_cells', 'doctor',
            'made_by_reproduce', 'check_dest', 'table1_encoders', 'preflight', 'study_runs', 'plan', 'reproduce',
            'RunTask', 'run_tasks', 'local_slots', 'launch_local', 'SlurmOptions', 'slurm_executor', 'slurm_queue',
            'run_state', 'submit_runs', 'launch_slurm']
@@ -40,6 +41,8 @@ class Cell:
     corpus: str = "main"               # main | pretrain: the corpus the run trains on
     init: bool = False                 # start from the study's stage-1 run (Table 2's second stage)
     seed: int | None = None            # the run's training seed (run.seed; None: the preset's), one cell per seed of a row
+    uses: tuple[tuple[str, int], ...] = () # table2: the (row, seed) runs it distils (`teachers`) or averages (`ensemble`)
+    ensemble: bool = False             # a score-averaged ensemble of the runs in `uses`: evaluated, never trained (no seed)
 
     @property
     def key(self) -> str: return f"{self.row} x {self.col}" if self.col else self.row
@@ -63,7 +66,7 @@ _SYNTH = {"seed": int, "n_dev": int, "n_val": int, "n_eval": int, "min_seconds":
 _KEYS = {"": {"preset", "seeds", "corpora", "table1", "stage1", "table2"},
          "corpora": {"folder", "label", *_SYNTH}, "table1": {"schedule", "grid", "audio_overrides", "text_overrides", "seeds"},
          "table1.grid": {"audio", "text"}, "stage1": {"name", "corpus", "overrides", "label", "per_seed"},
-         "table2": {"schedule", "rows", "seeds"}, "table2.rows": {"name", "overrides", "from", "seeds"}}
+         "table2": {"schedule", "rows", "seeds"}, "table2.rows": {"name", "overrides", "from", "seeds", "teachers", "ensemble"}}
 
 @dataclass
 class Study:
@@ -201,6 +204,26 @@ def _stage1(d: dict, preset: str, corpora: dict, bad: _Bad) -> tuple[Cell, str, 
     if not isinstance(per_seed, bool): bad("stage1.per_seed", f"must be true or false, got {per_seed!r}")
     return Cell("stage1", name, "", ov, corpus=corpus), label, per_seed
 
+def _refs(v, entry: str, cells: list[Cell], later: list[str], bad: _Bad) -> tuple[tuple[str, int], ...]:
+    "A row's `teachers` or `ensemble`: trained rows defined before it, each with all its seeds (`row`) or one (`row@seed`)."
+    names = bad.strings(v, entry, "row names")
+    if not names: bad(entry, 'needs at least one row, e.g. ["full system"] (or "full system@1" for its seed 1 only)')
+    out, earlier = [], list(dict.fromkeys(c.row for c in cells))
+    for n in names:
+        head, at, tail = n.rpartition("@")
+        row, seed = (head.strip(), int(tail)) if at and tail.strip().lstrip("-").isdigit() else (n, None)
+        mine = [c for c in cells if c.row == row]
+        if not mine:
+            where = "comes later in the table" if row in later else "is not a row of the table"
+            bad(entry, f"{row!r} {where}: name a row defined before this one (earlier rows: {', '.join(map(repr, earlier)) or 'none'})")
+        if mine[0].ensemble: bad(entry, f"{row!r} is an ensemble, which trains no model: name the rows it averages instead")
+        seeds = [c.seed for c in mine]
+        if seed is not None and seed not in seeds: bad(entry, f"{row!r} has no seed {seed} (its seeds: {', '.join(map(str, seeds))})")
+        for s in ([seed] if seed is not None else seeds):
+            if (row, s) in out: bad(entry, f"names {row}@{s} twice")
+            out.append((row, s))
+    return tuple(out)
+
 def _table2(d: dict, preset: str, has_stage1: bool, seeds: tuple, base: int, bad: _Bad) -> list[Cell]:
     "Table 2's rows: the schedule, then each row's overrides; `from` names the stage it starts from; one cell per seed."
     bad.keys(d, "table2", "table2")
@@ -217,14 +240,29 @@ def _table2(d: dict, preset: str, has_stage1: bool, seeds: tuple, base: int, bad
         entry = f"table2.rows[{i}] ({name!r})"
         bad.keys(r, "table2.rows", entry)
         if any(c.row == name for c in cells): bad(entry, f"two rows are named {name!r}")
+        later = [x.get("name") for x in rows[i:] if isinstance(x, dict)]   # this row and the ones after it
+        if "teachers" in r and "ensemble" in r: bad(entry, "has both teachers (a distilled model) and ensemble (no model): choose one")
+        if "ensemble" in r:   # no training: the members' runs, evaluated together
+            train = [k for k in ("overrides", "from", "seeds") if k in r]
+            if train: bad(entry, f"an ensemble trains nothing, so it takes no {', '.join(train)}: it averages the runs it names")
+            cells.append(Cell("table2", name, "", (), uses=_refs(r["ensemble"], f"{entry}.ensemble", cells, later, bad), ensemble=True))
+            continue
         src = r.get("from", "")
         if src and (src != STAGE or not has_stage1):
             bad(entry, f"starts from stage {src!r}, which the study does not define "
                        f"({'it defines: ' + STAGE if has_stage1 else 'it has no [stage1]'})")
         ov = sched + bad.strings(r.get("overrides", []), f"{entry}.overrides")
         bad.config(preset, ov, entry)
+        loss = get_preset(preset, *ov).loss
+        uses = _refs(r["teachers"], f"{entry}.teachers", cells, later, bad) if "teachers" in r else ()
+        if uses and loss.soft_weight <= 0:
+            bad(f"{entry}.teachers", 'a row with teachers needs a positive soft weight: add "loss.soft_weight=1.0" (and '
+                                     '"loss.hard_weight=0.0" for the distillation loss alone) to its overrides')
+        if uses and loss.teachers: bad(entry, "names its teachers twice (teachers and loss.teachers): keep teachers")
+        if not uses and loss.soft_weight > 0 and not loss.teachers:
+            bad(entry, 'loss.soft_weight > 0 distils teachers: name them, e.g. teachers = ["full system"]')
         rs = _seeds(r["seeds"], f"{entry}.seeds", bad) if "seeds" in r else seeds
-        cells += _seeded(Cell("table2", name, "", ov, init=bool(src)), rs, base)
+        cells += _seeded(Cell("table2", name, "", ov, init=bool(src), uses=uses), rs, base)
     return cells
 
 # %% ../nbs/11_study.ipynb #c33ae586
@@ -253,12 +291,15 @@ def load_study(study: str | Path, # a shipped study's name (paper | demo | smoke
 
 # %% ../nbs/11_study.ipynb #1bedbbfd
 def select(cells: list[Cell], only: str = "") -> list[Cell]:
-    "The cells whose key is in `only` (comma separated; empty = all)."
+    "The cells whose key is in `only` (comma separated; empty = all), and the runs they distil or average."
     if not only.strip(): return list(cells)
     want = [k.strip() for k in only.split(",") if k.strip()]
     bad = [k for k in want if k not in {c.key for c in cells}]
     if bad: raise LasrError(f"unknown cell(s) {', '.join(bad)}; the grid has: {'; '.join(c.key for c in cells)}")
-    return [c for c in cells if c.key in want]
+    keep, need = [], set()   # a row's teachers and members come with it (they are earlier rows)
+    for c in reversed(cells):
+        if c.key in want or (c.row, c.seed) in need: keep.append(c); need |= set(c.uses)
+    return keep[::-1]
 
 def cell_config(preset: str, cell: Cell, extra: tuple[str, ...] = ()) -> Config:
     "The full config of a cell's run: the preset, the cell's overrides, then the study's `extra` overrides."
@@ -381,15 +422,50 @@ def stage1_of(stage1,      # the stage-1 run (a folder or run id), or seed -> ru
     if len(stage1) == 1: return next(iter(stage1.values()))
     raise LasrError(f"{cell.key} (seed {cell.seed}) has no stage-1 run of its seed (stage 1 has seeds {', '.join(map(str, stage1))})")
 
+def teachers_override(ids: tuple[str, ...]) -> tuple[str, ...]:
+    "`loss.teachers=` for teacher runs of the run cache, by run id: their folders relative to a run folder beside them."
+    return (f"loss.teachers={','.join(f'../{i}/run' for i in ids)}",) if ids else ()
+
+def ensemble_run_id(members: tuple[str, ...], # the members' run ids
+                    precision: str = "32",    # of the evaluation: 32 | bf16
+                   ) -> str:
+    "Folder name of an ensemble's evaluation in the run cache: a hash of its members' run ids (which hold their data) and precision."
+    key = {"ensemble": list(members), "weights": "mean", "split": "evaluation", "evaluation_precision": precision}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
 def cell_run_id(cell: Cell, preset: str,
                 root: Path,                 # the corpus the cell's run trains on
                 extra: tuple[str, ...] = (),# overrides on top of every cell
                 init: str = "",             # run id of the stage-1 run, for cells with `init`
                 precision: str = "32",      # of the run's evaluation: 32 | bf16
+                uses: tuple[str, ...] = (), # run ids of the cell's teachers (distillation) or members (ensemble)
                ) -> str:
     "The run id of a cell, without running anything (the corpus is read for its fingerprint)."
-    cfg = cell_config(preset, cell, extra)
+    if cell.ensemble: return ensemble_run_id(tuple(uses), precision)
+    cfg = cell_config(preset, cell, tuple(extra) + teachers_override(tuple(uses)))
     return run_id(cfg, corpus_fingerprint(cfg, root), init, precision)
+
+def execute_ensemble(run_dir: Path,          # the ensemble's folder in the run cache
+                     members: list[Path],    # the members' finished run folders
+                     data_root: Path, device: str = "auto", precision: str = "32",
+                    ) -> Path:
+    "Evaluate the members' score-averaged ensemble into `run_dir` as a run: metrics with intervals, predictions.csv, result.json last."
+    from lasr.train import evaluate_ensemble
+    from lasr.metrics import chance_map_at_k
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rs, rel = [read_run(m) for m in members], Path(data_root) / RELEVANCE_FILE
+    m = evaluate_ensemble([Path(x) / "run" for x in members], data_root, "evaluation", relevance=rel if rel.is_file() else None,
+                          out=run_dir / "metrics.json", predictions=run_dir / "predictions.csv", progress=False,
+                          device=device, ci=True, precision=precision)
+    train = {"steps": sum(r["train"]["steps"] for r in rs), "seconds": sum(r["train"].get("seconds") or 0 for r in rs),
+             "precision": ", ".join(sorted({r["train"].get("precision", "not recorded") for r in rs})), "members": len(rs)}
+    result = {"preset": rs[0].get("preset"), "metrics": m, "chance_mAP@10": chance_map_at_k(m["n_items"], 10),
+              "train": train, "provenance": rs[0]["provenance"],   # the members' total training; the first member's provenance
+              "ensemble": {"members": [Path(x).name for x in members], "weights": "mean"},
+              "data_root": os.path.relpath(Path(data_root).resolve(), run_dir.resolve())}
+    tmp = run_dir / f"{DONE}.tmp"
+    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n"); os.replace(tmp, run_dir / DONE)
+    return run_dir
 
 def run_cell(cell: Cell,                 # the configuration to run
              preset: str,
@@ -400,9 +476,18 @@ def run_cell(cell: Cell,                 # the configuration to run
              device: str = "auto",
              log=None,
              precision: str = "32",      # of the run's evaluation: 32 | bf16 (another run id)
+             uses: list[Path] = (),      # the finished run folders of its teachers (distillation) or members (ensemble)
             ) -> tuple[Path, bool]:      # the run folder, whether it was (re)run now
     "The run of `cell`, from the cache when it is finished there, else executed (or resumed) now."
-    init, ov = "", list(cell.overrides) + list(extra)
+    init, ov, ids = "", list(cell.overrides) + list(extra), tuple(Path(u).name for u in uses)
+    if len(ids) != len(cell.uses) or not all(run_done(u) for u in uses):
+        raise LasrError(f"{cell.key} needs the runs of its {'members' if cell.ensemble else 'teachers'} "
+                        f"({', '.join(f'{r}@{s}' for r, s in cell.uses)}), which are not finished")
+    if cell.ensemble:
+        root = Path(roots[cell.corpus]).resolve()
+        d = Path(runs) / ensemble_run_id(ids, precision)
+        if run_done(d): return d, False
+        return execute_ensemble(d, [Path(u) for u in uses], root, device, precision), True
     if cell.init:
         stage1 = stage1_of(stage1, cell)
         if stage1 is None or not run_done(stage1): raise LasrError(f"{cell.key} starts from the stage-1 run, which is not finished")
@@ -410,8 +495,9 @@ def run_cell(cell: Cell,                 # the configuration to run
         # a stage-1 run that pre-trained in its own first stage (the paper's full system) is started from there
         ckpt = stage1 / "run" / "pretrain" if (stage1 / "run" / "pretrain").is_dir() else stage1 / "run"
         ov.append(f"run.init_from={os.path.relpath(ckpt.resolve(), (runs / 'x').resolve())}")
+    ov += teachers_override(ids)   # the teachers' run folders beside this one (run ids, as the run id hashes them)
     root = Path(roots[cell.corpus]).resolve()
-    d = Path(runs) / cell_run_id(cell, preset, root, extra, init, precision)
+    d = Path(runs) / cell_run_id(cell, preset, root, extra, init, precision, ids)
     if run_done(d): return d, False
     d.mkdir(parents=True, exist_ok=True)
     (d / "cell.json").write_text(json.dumps({"table": cell.table, "row": cell.row, "col": cell.col,
@@ -556,7 +642,7 @@ def paired_differences(cells: list[Cell], dirs: list[Path],
                        relevance: Path | None = None, # 2025 relevance CSV (adds the multi-relevant mAP)
                        metrics: tuple[str, ...] = TABLE2_METRICS, reference: str = FULL,
                       ) -> pd.DataFrame:
-    "Each row minus the reference row, per metric, seed-matched, with the paired bootstrap interval and P(row better)."
+    "Each row minus the reference row, per metric, seed-matched (an ensemble: against every seed), with the paired bootstrap interval and P(row better)."
     groups = {k: [(cells[i].seed, dirs[i]) for i in ix] for k, ix in rows_of(cells).items()}
     refkey = next((k for k, ix in rows_of(cells).items() if cells[ix[0]].row == reference), None)
     if refkey is None: raise LasrError(f"no {reference!r} row to compare with")
@@ -565,7 +651,9 @@ def paired_differences(cells: list[Cell], dirs: list[Path],
     rows = []
     for key, g in groups.items():
         if key == refkey: continue
-        both = [(d, ref[s]) for s, d in g if s in ref]   # seed s of the row against seed s of the reference
+        if cells[rows_of(cells)[key][0]].ensemble:   # one evaluation: against each of the reference's seeds, on the same resamples
+            both = [(d, r) for _, d in g for r in ref.values()]
+        else: both = [(d, ref[s]) for s, d in g if s in ref]   # seed s of the row against seed s of the reference
         if not both: raise LasrError(f"{key} shares no seed with {reference!r} (seeds {[s for s, _ in g]} against {list(ref)})")
         cmp = seed_differences([a for a, _ in both], [b for _, b in both], captions, relevance)
         row = {"row": cells[rows_of(cells)[key][0]].row, **({"seeds": cmp["seeds"]} if several else {})}
@@ -720,6 +808,10 @@ def table_setup(study_file: str,        # a shipped study (paper | demo | smoke)
             "clotho": roots["main"] / "CLOTHO_v2.1" / "clotho_csv_files", "relevance": roots["main"] / "relevance_evaluation.csv"}
 
 # %% ../nbs/11_study.ipynb #d0910275
+def seed_label(c: Cell) -> str:
+    "How progress lines name a cell's run: its seed, or the runs an ensemble averages."
+    return f"ensemble of {len(c.uses)} runs" if c.ensemble else f"seed {c.seed}"
+
 def run_cells(cells: list[Cell], preset: str, roots: dict[str, Path], runs: Path, extra: tuple[str, ...] = (),
               stage1: Path | dict | None = None, # the stage-1 run, or seed -> run (`stage1_of`)
               device: str = "auto", progress: bool = True,
@@ -729,14 +821,17 @@ def run_cells(cells: list[Cell], preset: str, roots: dict[str, Path], runs: Path
     from tqdm.auto import tqdm
     dirs = []
     bar = tqdm(cells, desc="runs", disable=not progress, file=sys.stdout)
-    several = len({c.seed for c in cells}) > 1
+    several = len({c.seed for c in cells if not c.ensemble}) > 1
+    made = {}   # (row, seed) -> run folder: teachers and members are earlier rows (`select` keeps them)
     for c in bar:
-        key = f"{c.key} (seed {c.seed})" if several else c.key
+        key = f"{c.key} ({seed_label(c)})" if several or c.ensemble else c.key
         bar.set_postfix_str(key)
+        missing = [f"{r}@{s}" for r, s in c.uses if (r, s) not in made]
+        if missing: raise LasrError(f"{key} uses {', '.join(missing)}, which are not among the cells before it")
         t = time.time()
-        d, ran = run_cell(c, preset, roots, Path(runs), extra, stage1, device, precision=precision)
+        d, ran = run_cell(c, preset, roots, Path(runs), extra, stage1, device, precision=precision, uses=[made[u] for u in c.uses])
         print(f"{key}: {'ran' if ran else 'cached'} run {d.name}" + (f" in {time.time() - t:.0f} s" if ran else ""))
-        dirs.append(d)
+        dirs.append(d); made[(c.row, c.seed)] = d
     return dirs
 
 # %% ../nbs/11_study.ipynb #d38a7939
@@ -927,24 +1022,27 @@ def study_runs(st: Study, tables: tuple[str, ...],
                precision: str = "32",       # of the runs' evaluation
                given: bool = False,         # the main corpus is the user's (--data-root): never generated
                progress: bool = False,      # progress bars while a missing generated corpus is generated
-              ) -> list[dict]:              # per run: cell, run (id or ?), init (stage-1 run id or ""), state
-    "Every run of the study's tables, stage 1's before the rows that start from it, and whether the cache holds it."
+              ) -> list[dict]:              # per run: cell, run (id or ?), init (stage-1 run id or ""), uses (teachers' or members' run ids), state
+    "Every run of the study's tables, stage 1's before the rows that start from it, teachers before their students, and whether the cache holds it."
     cells = [*st.table1] * ("table1" in tables) + (st.stage1_runs if "table2" in tables else []) \
             + [*st.table2] * ("table2" in tables)
-    out, stage1 = [], {}   # seed -> stage-1 run id (None: unknown)
-    for c in cells:
-        rid, init, state = "?", "", ""
+    out, stage1, made = [], {}, {}   # seed -> stage-1 run id, (row, seed) -> Table 2 run id (None: unknown)
+    for c in cells:   # a row's teachers and members are earlier rows of Table 2: their ids are known here
+        rid, init, state, uses = "?", "", "", ()
         try:
             root = roots[c.corpus]
             if not given or c.corpus != "main": ensure_corpus(st, c.corpus, root, progress=progress)
             init = stage1_of(stage1, c) if c.init else ""
             if init is None: raise LasrError("its stage-1 run id is unknown")
-            rid = cell_run_id(c, st.preset, root.resolve(), extra, init, precision)
+            uses = tuple(made.get(u) for u in c.uses)
+            if None in uses: raise LasrError(f"the run id of one of its {'members' if c.ensemble else 'teachers'} is unknown")
+            rid = cell_run_id(c, st.preset, root.resolve(), extra, init, precision, uses)
             state = "cached" if run_done(runs / rid) else "to run"
         except LasrError as e: state = f"unknown: {e}"
         except Exception as e: state = f"unknown: the corpus cannot be read ({type(e).__name__}: {e})"
         if c.table == "stage1": stage1[c.seed] = None if rid == "?" else rid
-        out.append({"cell": c, "run": rid, "init": init or "", "state": state})
+        if c.table == "table2": made[(c.row, c.seed)] = None if rid == "?" else rid
+        out.append({"cell": c, "run": rid, "init": init or "", "uses": uses, "state": state})
     return out
 
 def plan(study: str | Path = "demo",                # a shipped study (paper | demo | smoke) or a study file
@@ -954,7 +1052,7 @@ def plan(study: str | Path = "demo",                # a shipped study (paper | d
          only: str = "",                             # table1 | table2 ("" = every table of the study)
          progress: bool = False,                     # progress bars while a missing corpus is generated
          precision: str = "32",                      # of the runs' evaluation, as `reproduce`
-        ) -> pd.DataFrame:                           # table, row, seed, run (id), state (cached | to run | why unknown)
+        ) -> pd.DataFrame:                           # table, row, seed (- for an ensemble), run (id), state (cached | to run | why unknown)
     "Every run the study needs and whether the run cache holds it; trains nothing (generates a missing generated corpus)."
     st = load_study(study)
     get_preset(st.preset, *overrides)
@@ -962,7 +1060,8 @@ def plan(study: str | Path = "demo",                # a shipped study (paper | d
     out, _, runs = _dest(st, out)
     extra = tuple(overrides)
     roots = corpus_roots(st, out / "work", Path(data_root).resolve() if data_root else None)
-    rows = [{"table": r["cell"].table, "row": r["cell"].key, "seed": cell_config(st.preset, r["cell"], extra).run.seed,
+    rows = [{"table": r["cell"].table, "row": r["cell"].key,
+             "seed": "-" if r["cell"].ensemble else cell_config(st.preset, r["cell"], extra).run.seed,
              "run": r["run"], "state": r["state"]}
             for r in study_runs(st, tables, roots, runs, extra, precision, data_root is not None, progress)]
     return pd.DataFrame(rows, columns=["table", "row", "seed", "run", "state"])
@@ -1050,9 +1149,13 @@ class RunTask:
     run: str                         # the run's id (known before it runs)
     extra: tuple[str, ...] = ()      # overrides on top of every cell
     stage1: dict = field(default_factory=dict)  # seed -> stage-1 run folder, for a cell with `init`
-    after: str = ""                  # run id of the stage-1 run it starts from ("" = none)
+    after: tuple[str, ...] = ()      # run ids it waits for: the stage-1 run it starts from, its teachers or members
     device: str = "auto"             # where evaluation embeds
     precision: str = "32"            # of the evaluation
+    uses: tuple[str, ...] = ()       # run folders of its teachers (distillation) or members (ensemble)
+
+    def __post_init__(self):         # one run id as a string: a tuple of it
+        if isinstance(self.after, str): object.__setattr__(self, "after", (self.after,) if self.after else ())
 
     def __call__(self) -> str:       # the run id, once the run is finished
         import socket
@@ -1061,7 +1164,7 @@ class RunTask:
                             "that every compute node shares (choose --out there)")
         stage1 = {s: Path(p) for s, p in self.stage1.items()} or None
         d, _ = run_cell(self.cell, self.preset, {k: Path(v) for k, v in self.roots.items()}, Path(self.runs), self.extra,
-                        stage1, self.device, precision=self.precision)
+                        stage1, self.device, precision=self.precision, uses=[Path(u) for u in self.uses])
         return d.name
 
     def checkpoint(self):
@@ -1079,7 +1182,8 @@ def run_tasks(st: Study, tables: tuple[str, ...], roots: dict[str, Path], runs: 
     if unknown: raise LasrError("cannot launch the study: " + "; ".join(unknown))
     stage1 = {r["cell"].seed: str(runs / r["run"]) for r in found if r["cell"].table == "stage1"}
     return [RunTask(r["cell"], st.preset, {k: str(v) for k, v in roots.items()}, str(runs), r["run"], tuple(extra),
-                    stage1 if r["cell"].init else {}, r["init"], device, precision)
+                    stage1 if r["cell"].init else {}, tuple(a for a in (r["init"], *r["uses"]) if a), device, precision,
+                    tuple(str(runs / u) for u in r["uses"]))
             for r in found if r["state"] == "to run"]
 
 # %% ../nbs/11_study.ipynb #796bd474
@@ -1104,6 +1208,11 @@ def local_slots(jobs: int,          # runs at once
 # %% ../nbs/11_study.ipynb #ffd329fe
 def _set_env(env: dict[str, str]): os.environ.update(env)
 
+def _waits_for(t: RunTask, run: str) -> str:
+    "What run `run` is to task `t`, in words: its stage-1 run, a teacher's or a member's."
+    if str(Path(t.runs) / run) in t.uses: return "its member run" if t.cell.ensemble else "its teacher run"
+    return "its stage-1 run"
+
 def _attempt(task: RunTask) -> tuple[bool, str]:
     "Run a task in a worker process: (finished, the run id or why it failed), never an exception to unpickle."
     try: return True, task()
@@ -1114,24 +1223,30 @@ def launch_local(tasks: list[RunTask],  # from `run_tasks`, stage 1 first
                  say=print,             # one line per finished run
                  slots: list[dict] | None = None,  # the environment of each slot (default: `local_slots(jobs)`)
                 ) -> dict[str, str]:    # run id -> why it failed (empty: every run finished)
-    "Run the tasks, up to `jobs` at once, each in a process of its own slot; a row waits for its stage-1 run."
+    "Run the tasks, up to `jobs` at once, each in a process of its own slot; a run waits for the runs in its `after`."
     import time
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
     slots = slots or local_slots(jobs)
     pools = [ProcessPoolExecutor(1, get_context("spawn"), initializer=_set_env, initargs=(env,)) for env in slots]
-    pending, running, done, failed, free = list(tasks), {}, set(), {}, list(range(len(slots)))
+    needed = {a for t in tasks for a in t.after}
+    # runs that others wait for (stage 1, teachers) start first: with their waiters queued behind them, the slots
+    # stay busy instead of one run of stage 1 holding up every row
+    pending = sorted(tasks, key=lambda t: t.run not in needed)
+    running, done, failed, free = {}, set(), {}, list(range(len(slots)))
+    ids = {p.run for p in tasks}
     try:
         while pending or running:
             for t in list(pending):
-                if t.after in failed:
-                    pending.remove(t); failed[t.run] = f"its stage-1 run {t.after} failed"
-                    say(f"{t.cell.key} (seed {t.cell.seed}): not run: its stage-1 run {t.after} failed")
-                elif free and (not t.after or t.after in done or t.after not in {p.run for p in tasks}):
+                bad = [a for a in t.after if a in failed]
+                if bad:
+                    pending.remove(t); failed[t.run] = f"{_waits_for(t, bad[0])} {bad[0]} failed"
+                    say(f"{t.cell.key} ({seed_label(t.cell)}): not run: {failed[t.run]}")
+                elif free and all(a in done or a not in ids for a in t.after):
                     slot = free.pop(0); pending.remove(t)
                     running[pools[slot].submit(_attempt, t)] = (t, slot, time.time())
-            if not running:   # only rows whose stage 1 is neither done nor failed: cannot happen with stage 1 listed first
-                for t in pending: failed[t.run] = f"its stage-1 run {t.after} never ran"
+            if not running:   # only runs waiting for runs neither done nor failed: cannot happen in `run_tasks`' order
+                for t in pending: failed[t.run] = f"the runs it waits for ({', '.join(t.after)}) never ran"
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in finished:
@@ -1142,7 +1257,7 @@ def launch_local(tasks: list[RunTask],  # from `run_tasks`, stage 1 first
                     pools[slot] = ProcessPoolExecutor(1, get_context("spawn"), initializer=_set_env, initargs=(slots[slot],))
                 if ok: done.add(t.run)
                 else: failed[t.run] = what
-                say(f"{t.cell.key} (seed {t.cell.seed}): {'ran' if ok else 'FAILED'} run {t.run} in {time.time() - start:.0f} s"
+                say(f"{t.cell.key} ({seed_label(t.cell)}): {'ran' if ok else 'FAILED'} run {t.run} in {time.time() - start:.0f} s"
                     + ("" if ok else f": {what}"))
     finally:
         for p in pools: p.shutdown(cancel_futures=True)
@@ -1221,7 +1336,7 @@ def run_state(run_dir: Path, queue: dict[str, str]) -> tuple[str, str]:
     return "failed", _failure(rec)
 
 # %% ../nbs/11_study.ipynb #bb28d6f6
-def _label(t: RunTask) -> str: return f"{t.cell.table} {t.cell.key} (seed {t.cell.seed})"
+def _label(t: RunTask) -> str: return f"{t.cell.table} {t.cell.key} ({seed_label(t.cell)})"
 
 def _submit(group: list[RunTask], opts: SlurmOptions, logs: Path, name: str, after: tuple[str, ...], say) -> dict[str, str]:
     "Submit one job array; record each task in its run's folder; run id -> job id."
@@ -1239,13 +1354,17 @@ def _submit(group: list[RunTask], opts: SlurmOptions, logs: Path, name: str, aft
 def submit_runs(tasks: list[RunTask], opts: SlurmOptions, logs: Path, name: str,
                 queued: dict[str, str],  # run id -> job id of runs already in the queue
                 say=print) -> dict[str, str]:  # run id -> job id of what was submitted now
-    "Submit the tasks: those free to start as one job array, then those waiting for a stage-1 run, one array per stage-1 job."
-    first = [t for t in tasks if not t.after or (t.after not in queued and t.after not in {x.run for x in tasks})]
-    jobs = _submit(first, opts, logs, name, (), say) if first else {}
-    later: dict[str, list[RunTask]] = {}
-    for t in tasks:
-        if t not in first: later.setdefault(jobs.get(t.after) or queued[t.after], []).append(t)
-    for job, group in later.items(): jobs |= _submit(group, opts, logs, name, (job,), say)
+    "Submit the tasks: those free to start as one job array, then one array per set of jobs they wait for (stage 1, teachers)."
+    ids, jobs, left = {t.run for t in tasks}, {}, list(tasks)
+    while left:   # in waves: a task whose runs-to-wait-for all have job ids joins the array of its dependency set
+        groups: dict[tuple[str, ...], list[RunTask]] = {}
+        for t in left:
+            deps = [a for a in t.after if a in ids or a in queued]   # a finished run is nothing to wait for
+            if all(a in jobs or a in queued for a in deps):
+                groups.setdefault(tuple(sorted({jobs.get(a) or queued[a] for a in deps})), []).append(t)
+        if not groups: raise LasrError("the runs wait for each other in a circle: " + ", ".join(t.run for t in left))
+        for after, group in groups.items(): jobs |= _submit(group, opts, logs, name, after, say)
+        left = [t for t in left if t.run not in jobs]
     return jobs
 
 # %% ../nbs/11_study.ipynb #ffdb3fe3

@@ -425,9 +425,10 @@ def teacher_paths(cfg: Config) -> list[Path]:
     return [Path(t.strip()).expanduser() for t in cfg.loss.teachers.split(",") if t.strip()]
 
 def teacher_run_id(run: str | Path) -> str:
-    "A teacher's run id: the name of its run folder (of the checkpoint's folder for a checkpoint path)."
+    "A teacher's run id: its run folder's name (a checkpoint's folder's); a study run's `runs/<id>/run` is `<id>`."
     run = Path(run)
-    return run.name if run.is_dir() else run.parent.name
+    d = run if run.is_dir() or not run.suffix else run.parent   # known before the run exists: a folder has no suffix
+    return d.parent.name if d.name == "run" else d.name
 
 def check_distillation(cfg: Config) -> None:
     "Refuse, before anything is read, distillation settings that cannot work: no teachers, a missing one, bad weights."

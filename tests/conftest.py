@@ -223,7 +223,7 @@ def installed_study(tmp_path_factory):
 # units start first, so that the two workers end together (xdist would otherwise start the files with the most tests
 # first). (xdist's own `--dist loadgroup` does not group under pytest 9, which no longer reads `item._nodeid`.)
 GROUPS = {"test_package.py": "pip-route", "test_study.py": "pip-route"}
-SLOW_FIRST = ("pip-route", "test_ddp_train.py", "test_paper_inputs.py", "test_cli.py", "test_index.py", "test_train.py")
+SLOW_FIRST = ("pip-route", "test_launch.py", "test_ddp_train.py", "test_paper_inputs.py", "test_cli.py", "test_index.py", "test_train.py")
 
 
 def _group(path: str) -> str:

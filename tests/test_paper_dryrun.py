@@ -71,6 +71,21 @@ def dryrun(tmp_path_factory):
     yield corpus, out
     shutil.rmtree(out)   # about 10 GB of checkpoints per stage: pytest keeps the temporary folders of 3 sessions
 
+@pytest.fixture(scope="module")
+def distilled(dryrun, tmp_path_factory):
+    """The paper study's `+ distillation` row on the dry run: the full system's stage 2 (from stage 1's best weights,
+    Clotho only) trained on the soft targets alone (soft weight 1, hard weight 0) of two random-weight teachers,
+    the dry run's two stages (stage 2's and stage 1's best checkpoints), in 2 DDP processes."""
+    corpus, out = dryrun
+    student = tmp_path_factory.mktemp("paper_distilled")/"student"
+    kd = {**SETS, "data.cache_dir": str(corpus/".cache"), "data.pretrain_corpora": "", "run.init_from": str(out/"pretrain"),
+          "loss.teachers": f"{out},{out/'pretrain'}", "loss.soft_weight": "1.0", "loss.hard_weight": "0.0"}
+    sets = [a for k, v in kd.items() for a in ("--set", f"{k}={v}")]
+    r = lasr("train", "--preset", "paper", "--data-root", corpus, "--out", student, "--quiet", *sets, threads=1, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    yield out, student, r
+    shutil.rmtree(student)
+
 def test_it_is_the_paper_configuration(dryrun):
     _, out = dryrun
     cfg = load_config(out/"config.json")
@@ -138,3 +153,19 @@ def test_evaluated_and_scored(dryrun, tmp_path, cli):
             "--captions", corpus/"CLOTHO_v2.1"/"clotho_csv_files"/"clotho_captions_evaluation.csv")
     assert s.returncode == 0, s.stderr
     assert json.loads(s.stdout) == {k: v for k, v in m.items() if k not in ("n_queries", "n_items")}
+
+def test_a_distillation_stage_with_two_random_weight_teachers(distilled):
+    "Issue 24: the distilled row's stage 2 runs on the paper configuration, each teacher embedded once and recorded."
+    out, student, r = distilled
+    s = json.loads((student/"train.json").read_text())
+    assert s["processes"] == PROCESSES and s["train_pairs"] == 2 * 5 and not (student/"pretrain").exists()   # stage 2 only
+    assert Path(s["init_from"]) == out/"pretrain"
+    teachers = {t["run"]: t for t in s["teachers"]}
+    assert list(teachers) == ["paper", "pretrain"] and all(Path(t["cache"]).is_file() for t in teachers.values())
+    for run, folder in (("paper", out), ("pretrain", out/"pretrain")):   # each teacher's weights, by their hash
+        state, _ = load_checkpoint(folder/"best")
+        assert teachers[run]["weights_sha256"] == weights_sha256(state)
+        del state
+    cfg = load_config(student/"config.json")
+    assert (cfg.loss.soft_weight, cfg.loss.hard_weight) == (1.0, 0.0) and cfg.audio.first_trainable_block == 8
+    assert "distillation: teacher paper" in r.stderr and "distillation: teacher pretrain" in r.stderr
