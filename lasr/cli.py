@@ -269,7 +269,7 @@ def _add_reproduce(sub):
                    "without its dashes, e.g. account=myproject (repeatable)")
     s.add_argument("--slurm-logs", type=Path, metavar="DIR", help="folder of the job logs (default: OUT/PRESET/slurm/; "
                    "like the run cache, on a filesystem every node shares)")
-    s.add_argument("--poll", type=float, default=10.0, metavar="SECONDS", help="how often to look at the queue while "
+    s.add_argument("--poll", type=float, default=10, metavar="SECONDS", help="how often to look at the queue while "
                    "waiting (default: 10)")
     _add_quiet(p, "no progress lines")
     p.set_defaults(func=cmd_reproduce)
