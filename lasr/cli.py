@@ -208,7 +208,7 @@ def cmd_reproduce(args) -> int:
               + (f", {len(df) - n.get('cached', 0) - n.get('to run', 0)} unknown" if len(df) > n.get('cached', 0) + n.get('to run', 0) else "")
               + " (nothing was trained)")
         return 0
-    slurm = SlurmOptions(args.slurm_partition, args.slurm_gpus, args.slurm_cpus, args.slurm_mem, args.slurm_time,
+    slurm = SlurmOptions(args.slurm_partition or "", args.slurm_gpus, args.slurm_cpus, args.slurm_mem, args.slurm_time,
                          args.slurm_parallel, tuple(args.slurm_setup), tuple(args.slurm_option), args.poll)
     mds = reproduce(study, args.out, args.data_root, args.overrides, args.only or "", not args.quiet, args.device,
                     _precision(args, "32"), args.launcher, args.jobs, slurm, not args.no_wait, args.slurm_logs)
@@ -251,18 +251,18 @@ def _add_reproduce(sub):
                    "(default: local), or one SLURM task per run, submitted as job arrays through submitit (README: the study on "
                    "a cluster)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="local: up to N runs at once, each with its own GPU "
-                   "(CUDA_VISIBLE_DEVICES) or, without GPUs, its share of the CPU cores (default: 1, one after another)")
+                   "(CUDA_VISIBLE_DEVICES) or, without GPUs, its share of the CPU cores; 1: one after another (default: 1)")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return; the same command later assembles the "
                    "tables, or lists the runs still queued, running or failed (exit 2)")
     s = p.add_argument_group("SLURM (with --launcher slurm; each run is one task)")
-    s.add_argument("--slurm-partition", default="", metavar="NAME", help="partition (default: the cluster's default)")
+    s.add_argument("--slurm-partition", metavar="NAME", help="partition (default: the cluster's default)")
     s.add_argument("--slurm-gpus", type=int, default=1, metavar="N", help="GPUs per run (default: 1)")
     s.add_argument("--slurm-cpus", type=int, default=8, metavar="N", help="CPU cores per run (default: 8)")
-    s.add_argument("--slurm-mem", type=float, default=0, metavar="GB", help="memory per run (default: 0, the cluster's default)")
+    s.add_argument("--slurm-mem", type=float, default=0, metavar="GB", help="memory per run; 0: the cluster's default (default: 0)")
     s.add_argument("--slurm-time", type=int, default=1440, metavar="MINUTES", help="time limit per run; a run stopped by "
                    "it is requeued and resumes from its last checkpoint (default: 1440)")
     s.add_argument("--slurm-parallel", type=int, default=0, metavar="N", help="at most N runs at once (array "
-                   "parallelism; default: 0, no limit)")
+                   "parallelism; 0: no limit) (default: 0)")
     s.add_argument("--slurm-setup", action="append", default=[], metavar="LINE", help="a shell line before each run, "
                    "e.g. 'module load cuda' or 'source ~/venv/bin/activate' (repeatable)")
     s.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE", help="another sbatch option "
