@@ -12,6 +12,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.lasr-installed
+# Installs skip compiling every module of every package (most are never imported: 3/4 of the install time); Python
+# compiles a module when it is first imported and keeps its bytecode, which a PYTHONDONTWRITEBYTECODE of the caller's
+# environment (set on some CI images) would forbid, making every process compile torch again: make's commands run
+# without it, and the install ends by importing what the commands use once
+unexport PYTHONDONTWRITEBYTECODE
+PIP := $(BIN)/python -m pip install -q --no-compile
 
 .PHONY: install slurm demo test test-fast export clean-nbs lab wheel docs preview bench
 
@@ -19,11 +25,12 @@ $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned, so that nothing later resolves an (unpinned) CUDA build
-	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev,lab]"
+	$(PIP) $(TORCH)
+	$(PIP) -e ".[dev,lab]"
 	# hear21passt declares torchaudio (which would force an old torch, ~7 GB) and timm>0.5 breaks
 	# its imports: both go in without their declared dependencies
-	$(BIN)/python -m pip install -q --no-deps hear21passt==0.0.26 timm==0.5.4
+	$(PIP) --no-deps hear21passt==0.0.26 timm==0.5.4
+	$(BIN)/python -c "import lasr.cli, lasr.study, lasr.train, lasr.index, lasr.bench, hear21passt.models.passt, papermill, seaborn, transformers.models.roberta"
 	touch $@
 
 install: $(STAMP)

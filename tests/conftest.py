@@ -7,11 +7,12 @@
   process (for exit codes, messages and help, where a process adds only a torch import).
 - `smoke_corpus` is a small embedded corpus and `untrained_checkpoint` the smoke model with random weights, each
   made once per pytest run and shared by the xdist workers (a folder named by the controller, a file lock).
-- `installed_study` takes the README's pip route once (the wheel in a clean venv) and runs the smoke study with it,
-  for test_package.py and test_study.py, which `make test` runs in one xdist worker, the slowest files first.
+- `installed_study` takes the README's pip route once per pytest run (the wheel in a clean venv) and runs the smoke
+  study with it: test_package.py checks the route, test_study.py the study, test_launch.py and test_study_rows.py
+  compare with its tables or start from its runs.
 Tests import the helpers with `from conftest import lasr, ...` (pytest puts tests/ on sys.path).
 """
-import atexit, fcntl, os, shutil, subprocess, sys, tempfile
+import atexit, fcntl, json, os, shutil, subprocess, sys, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -160,7 +161,9 @@ TORCH = "torch==2.13.0"   # the CPU wheel these machines carry (as the Makefile 
 
 def user_env() -> dict:
     "The environment of a user's shell: nothing pointing at this checkout or at the test's own venv."
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    # (nor PYTHONDONTWRITEBYTECODE, set on some CI images: with it every process of the venv, whose install skips
+    # compiling, would compile torch again)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE")}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
                                   if not Path(p, "python").resolve() == Path(sys.executable).resolve())
     return env
@@ -187,43 +190,71 @@ def source_copy(dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
-def installed_study(tmp_path_factory):
-    """The pip route of the README, once per run: this checkout's wheel installed after torch in a clean venv, `lasr`
-    tried before and after the one documented extra command, then the whole smoke study (`lasr reproduce --preset
-    smoke`, both tables) run by it in a folder outside the repository. test_package.py checks the route,
-    test_study.py the study (so the study's five runs are trained once, by the installed package); `make test` puts
-    both files in one xdist worker (see pytest_xdist_make_scheduler)."""
+def _take_pip_route(tmp: Path):
+    """The README's pip route in `tmp`: this checkout's wheel installed after torch in a clean venv, `lasr` tried
+    before and after the one documented extra command, then the whole smoke study (`lasr reproduce --preset smoke`,
+    both tables) run by it in a folder outside the repository. Every command's result goes to tmp/route.json, also
+    when one fails (so that no other worker takes the route again)."""
     from lasr.core import PASST_INSTALL
-    tmp = tmp_path_factory.mktemp("pip-route")
-    src = source_copy(tmp/"src")
-    succeeded(run_as_user([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                           tmp/"dist", src], cwd=tmp))
-    wheel, = (tmp/"dist").glob("lasr-*.whl")
+    tmp.mkdir(parents=True)
+    steps = {}
+    def run(name, args, cwd, timeout=600, check=True):
+        r = run_as_user(args, cwd=cwd, timeout=timeout)
+        steps[name] = dict(args=[str(a) for a in r.args], returncode=r.returncode, stdout=r.stdout, stderr=r.stderr)
+        if check: succeeded(r)
+    py, cmd, work = tmp/"venv"/"bin"/"python", tmp/"venv"/"bin"/"lasr", tmp/"elsewhere"
+    pip = [py, "-m", "pip", "install", "-q", "--no-compile"]   # bytecode only of what is imported, when it is
+    try:
+        src = source_copy(tmp/"src")
+        run("wheel", [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp/"dist", src], tmp)
+        wheel, = (tmp/"dist").glob("lasr-*.whl")
+        run("venv", [sys.executable, "-m", "venv", tmp/"venv"], tmp)
+        run("torch", [*pip, TORCH], tmp)
+        run("lasr", [*pip, wheel], tmp)
+        work.mkdir()   # outside the repository: nothing may come from the checkout
+        run("describe", [cmd, "describe", "--preset", "smoke"], work, check=False)
+        run("passt", [*pip, *PASST_INSTALL.split()[2:]], tmp)
+        run("synth", [cmd, "synth", "tiny", "--n-dev", "2", "--n-val", "1", "--n-eval", "1"], work, check=False)
+        run("study", [cmd, "reproduce", "--preset", "smoke", "--out", "reports"], work, timeout=1800)
+    except (AssertionError, subprocess.TimeoutExpired, ValueError) as e:
+        steps["error"] = f"{type(e).__name__}: {e}"
+    (tmp/"route.json").write_text(json.dumps(steps))
+
+
+@pytest.fixture(scope="session")
+def installed_study():
+    """The pip route and the smoke study it ran (`_take_pip_route`), taken once per pytest run by whichever worker
+    asks first: test_package.py checks the route, test_study.py the study, test_launch.py and test_study_rows.py
+    compare with its tables or start from its runs (so the study's five runs are trained once, by the installed
+    package). Read it, never change it: copy what a test changes (`study_copy`)."""
+    tmp = shared_folder("pip-route", _take_pip_route)
+    steps = json.loads((tmp/"route.json").read_text())
+    if "error" in steps: pytest.fail(f"the pip route failed: {steps.pop('error')}\n{json.dumps(steps)[-4000:]}", pytrace=False)
+    r = {k: subprocess.CompletedProcess(v["args"], v["returncode"], v["stdout"], v["stderr"]) for k, v in steps.items()}
     venv = tmp/"venv"
-    succeeded(run_as_user([sys.executable, "-m", "venv", venv], cwd=tmp))
-    py, cmd = venv/"bin"/"python", venv/"bin"/"lasr"
-    pip = [py, "-m", "pip", "install", "-q", "--no-compile"]   # no .pyc: the venv is thrown away
-    succeeded(run_as_user([*pip, TORCH], cwd=tmp))
-    succeeded(run_as_user([*pip, wheel], cwd=tmp))
-    work = tmp/"elsewhere"   # outside the repository: nothing may come from the checkout
-    work.mkdir()
-    before_extra = run_as_user([cmd, "describe", "--preset", "smoke"], cwd=work)
-    succeeded(run_as_user([*pip, *PASST_INSTALL.split()[2:]], cwd=tmp))
-    synth = run_as_user([cmd, "synth", "tiny", "--n-dev", "2", "--n-val", "1", "--n-eval", "1"], cwd=work)
-    study = run_as_user([cmd, "reproduce", "--preset", "smoke", "--out", "reports"], cwd=work, timeout=1800)
-    assert study.returncode == 0, study.stderr[-3000:]
-    return SimpleNamespace(tmp=tmp, wheel=wheel, venv=venv, python=py, lasr=cmd, work=work, before_extra=before_extra,
-                           synth=synth, study=study)
+    return SimpleNamespace(tmp=tmp, wheel=next((tmp/"dist").glob("lasr-*.whl")), venv=venv, python=venv/"bin"/"python",
+                           lasr=venv/"bin"/"lasr", work=tmp/"elsewhere", before_extra=r["describe"], synth=r["synth"],
+                           study=r["study"])
+
+
+def study_copy(study: SimpleNamespace, # `installed_study`
+               dest: Path,             # folder to create: it gets reports/ (the smoke tables, runs and corpus)
+              ) -> Path:
+    "A copy of the installed study's reports/ in `dest`, for a test that adds or removes runs."
+    shutil.copytree(study.work/"reports", dest/"reports")
+    return dest
 
 
 # ---------------------------------------------------------------- the order of the files in two xdist workers
 # `make test` runs `-n 2 --dist loadfile --no-loadscope-reorder`: one file at a time per worker (its module fixtures
-# are made once), except that files sharing a session fixture form one unit of work for one worker; the slowest
-# units start first, so that the two workers end together (xdist would otherwise start the files with the most tests
-# first). (xdist's own `--dist loadgroup` does not group under pytest 9, which no longer reads `item._nodeid`.)
+# are made once), except that test_package.py and test_study.py, which check the pip route, form one unit of work;
+# the units start in the order below, so that the two workers end together: one worker takes the pip route while the
+# other runs the files that need no other study, and the files that compare with the pip route's study or start
+# from its runs (test_launch.py, whose first test needs neither, and test_study_rows.py) come once it is nearly ready.
+# (xdist's own `--dist loadgroup` does not group under pytest 9, which no longer reads `item._nodeid`.)
 GROUPS = {"test_package.py": "pip-route", "test_study.py": "pip-route"}
-SLOW_FIRST = ("pip-route", "test_launch.py", "test_ddp_train.py", "test_paper_inputs.py", "test_cli.py", "test_index.py", "test_train.py")
+SLOW_FIRST = ("pip-route", "test_ddp_train.py", "test_paper_inputs.py", "test_train.py", "test_launch.py",
+              "test_study_rows.py", "test_cli.py", "test_index.py", "test_model_ddp.py", "test_synth.py")
 
 
 def _group(path: str) -> str:

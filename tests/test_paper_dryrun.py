@@ -2,7 +2,7 @@
 encoder with random weights, two stages, attention pooling, masking, bf16 where the CPU has it) trained
 for a few steps on a tiny corpus in the Clotho, AudioCaps and WavCaps layouts, in 2 DDP processes on the
 CPU (gloo), then evaluated and scored."""
-import csv, json, shutil
+import csv, functools, json, shutil
 from pathlib import Path
 import numpy as np, pytest, soundfile as sf, torch
 
@@ -86,6 +86,12 @@ def distilled(dryrun, tmp_path_factory):
     yield out, student, r
     shutil.rmtree(student)
 
+@functools.cache
+def best_weights(folder: Path) -> tuple[str, dict]:
+    "The weights hash of a run folder's best checkpoint and its parameter count per part (loaded once: 1.8 GB each)."
+    state, _ = load_checkpoint(folder/"best")
+    return weights_sha256(state), {p: sum(v.numel() for k, v in state.items() if k.startswith(p)) for p in ("audio_encoder.", "text_encoder.")}
+
 def test_it_is_the_paper_configuration(dryrun):
     _, out = dryrun
     cfg = load_config(out/"config.json")
@@ -94,9 +100,8 @@ def test_it_is_the_paper_configuration(dryrun):
     assert changed <= {k.replace(".", "__") for k in [*SETS, "data.cache_dir"]}, changed
     assert cfg.model.pooling == "attention" and cfg.audio.freq_mask > 0 and cfg.audio.time_mask > 0
     assert cfg.data.pretrain_corpora == "audiocaps,wavcaps,clotho" and cfg.audio.first_trainable_block == 8
-    state, _ = load_checkpoint(out/"best")
-    n = lambda prefix: sum(v.numel() for k, v in state.items() if k.startswith(prefix))
-    assert 85e6 < n("audio_encoder.") < 88e6 and 354e6 < n("text_encoder.") < 356e6   # PaSST, roberta-large sizes
+    n = best_weights(out)[1]
+    assert 85e6 < n["audio_encoder."] < 88e6 and 354e6 < n["text_encoder."] < 356e6   # PaSST, roberta-large sizes
 
 def test_both_stages_ran_in_two_processes_with_the_single_process_schedule(dryrun):
     _, out = dryrun
@@ -117,8 +122,7 @@ def test_stage_2_starts_from_stage_1_best_weights(dryrun):
     _, out = dryrun
     s2 = json.loads((out/"train.json").read_text())
     assert Path(s2["init_from"]) == out/"pretrain"
-    best1, _ = load_checkpoint(out/"pretrain"/"best")
-    assert s2["start_weights_sha256"] == weights_sha256(best1)
+    assert s2["start_weights_sha256"] == best_weights(out/"pretrain")[0]
 
 def test_partial_fine_tuning_keeps_blocks_0_to_7(dryrun):
     from lasr.model import create_model
@@ -163,9 +167,7 @@ def test_a_distillation_stage_with_two_random_weight_teachers(distilled):
     teachers = {t["run"]: t for t in s["teachers"]}
     assert list(teachers) == ["paper", "pretrain"] and all(Path(t["cache"]).is_file() for t in teachers.values())
     for run, folder in (("paper", out), ("pretrain", out/"pretrain")):   # each teacher's weights, by their hash
-        state, _ = load_checkpoint(folder/"best")
-        assert teachers[run]["weights_sha256"] == weights_sha256(state)
-        del state
+        assert teachers[run]["weights_sha256"] == best_weights(folder)[0]
     cfg = load_config(student/"config.json")
     assert (cfg.loss.soft_weight, cfg.loss.hard_weight) == (1.0, 0.0) and cfg.audio.first_trainable_block == 8
     assert "distillation: teacher paper" in r.stderr and "distillation: teacher pretrain" in r.stderr

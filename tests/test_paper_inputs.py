@@ -230,25 +230,25 @@ def _three_layouts(root: Path) -> Path:
     (root/"exclusions.csv").write_text("file_name\n")
     return root
 
-def test_doctor_lists_what_the_study_finds(tmp_path, model_dir):
+def test_doctor_lists_what_the_study_finds(tmp_path, model_dir, cli, monkeypatch):
     root = _three_layouts(tmp_path/"data")
-    env = {**os.environ, "LASR_CACHE": str(tmp_path/"cache"), "HF_HOME": str(tmp_path/"hf"), "HF_HUB_OFFLINE": "1",
-           "TORCH_HOME": str(tmp_path/"torch")}   # no weights but the ones given
+    # no weights but the ones given: this process' model caches are empty ones (conftest), and nothing is fetched
+    monkeypatch.setenv("LASR_CACHE", str(tmp_path/"cache")); monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ready = ["--data-root", root, "--cpu", "--set", "audio.pretrained=false", "--set", f"text.weights={model_dir}",
              "--set", f"data.exclusions={root/'exclusions.csv'}"]
-    r = lasr("doctor", *ready, env=env)
+    r = cli("doctor", *ready)
     assert r.returncode == 0, r.stdout + r.stderr
     for what in ("clotho/development", "clotho/evaluation", "audiocaps/train", "wavcaps/train", "relevance",
                  "exclusion", "text weights roberta-large", "cache folder"):
         assert any(l.startswith("ok") and what in l for l in r.stdout.splitlines()), what
     (root/"WavCaps"/"Audio"/"FreeSound"/"1234.flac").unlink()
     (root/"relevance_evaluation.csv").unlink()
-    r = lasr("doctor", *ready, env=env)
+    r = cli("doctor", *ready)
     missing = [l for l in r.stdout.splitlines() if l.startswith("MISSING")]
     assert r.returncode == 2 and len(missing) == 2, r.stdout
     assert "wavcaps/train" in missing[0] and "1 missing" in missing[0] and "relevance" in missing[1]
     # the paper preset as is, without a GPU: the whole list of what is missing, at once
-    r = lasr("doctor", "--data-root", root, "--table1", env=env)
+    r = cli("doctor", "--data-root", root, "--table1")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     for what in ("audio weights passt", "audio weights clap-htsat", "audio weights whisper-base",
                  "audio weights data2vec-audio-base", "text weights deberta-v3-large", "text weights gtr-t5-large",

@@ -4,7 +4,7 @@ import json, re, shutil
 from pathlib import Path
 import nbformat, pandas as pd, pytest
 from lasr.synth import synth_corpus
-from conftest import lasr
+from conftest import lasr, study_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,13 +16,13 @@ def _ran(stderr: str) -> list[str]:
     return [l.split(" run ")[1].split()[0] for l in stderr.splitlines() if ": ran run " in l]
 
 @pytest.fixture(scope="module")
-def study(installed_study):
+def study(installed_study, tmp_path_factory):
     """The whole smoke study in TMP/reports/smoke, and the `lasr reproduce` that made it: run by this checkout's wheel
-    installed in a clean venv (conftest's `installed_study`, which test_package.py checks); the tests below run this
-    checkout's `lasr` on it, which must find the installed package's runs in its run cache."""
-    return installed_study.work, installed_study.study
+    installed in a clean venv (conftest's `installed_study`, which test_package.py checks), copied here; the tests
+    below run this checkout's `lasr` on the copy, which must find the installed package's runs in its run cache."""
+    return study_copy(installed_study, tmp_path_factory.mktemp("study")), installed_study.study
 
-def test_both_tables_come_from_their_runs(study):
+def test_both_tables_come_from_their_runs(study, installed_study):
     tmp, r = study
     out = tmp/"reports"/"smoke"
     for name in ("table1.ipynb", "table1.md", "table1.csv", "table1.png", "table2.ipynb", "table2.md", "table2.csv",
@@ -32,7 +32,8 @@ def test_both_tables_come_from_their_runs(study):
         nb = nbformat.read(out/f"{t}.ipynb", as_version=4)
         assert not [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
-        assert str(tmp) not in (out/f"{t}.ipynb").read_text() + (out/f"{t}.md").read_text()   # no machine paths
+        text = (out/f"{t}.ipynb").read_text() + (out/f"{t}.md").read_text()
+        assert str(installed_study.tmp) not in text and str(tmp) not in text   # no machine paths
     t1, t2 = pd.read_csv(out/"table1.csv"), pd.read_csv(out/"table2.csv")
     assert len(t1) == 2 and len(t2) == 2 and len(_ran(r.stderr)) == 5   # 2 + stage 1 + 2 rows
     md = (out/"table1.md").read_text() + (out/"table2.md").read_text()

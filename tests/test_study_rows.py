@@ -5,7 +5,7 @@ import json, re
 from pathlib import Path
 import pandas as pd, pytest
 from lasr.study import study_file
-from conftest import lasr
+from conftest import lasr, study_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 KD = ('\n[[table2.rows]]\nname = "+ distillation"\nteachers = ["full system"]\n'
@@ -58,16 +58,18 @@ def test_teachers_come_first_and_their_runs_make_the_run_id(tmp_path, cli):
     # the same study again: the same ids
     assert _plan(cli, _study(tmp_path, KD + ENS, "again.toml", "[0, 1]"), out) == p
 
-def test_a_study_with_a_distilled_row_and_an_ensemble(tmp_path, cli):
-    "The smoke study's stage 1 and full system, the full system distilled into a new stage 2, and the ensemble of both."
+def test_a_study_with_a_distilled_row_and_an_ensemble(installed_study, tmp_path, cli):
+    """The smoke study's stage 1 and full system (the installed package's runs, copied), the full system distilled
+    into a new stage 2, and the ensemble of both."""
     f = _study(tmp_path, KD + ENS)
-    out = tmp_path/"reports"
+    out = study_copy(installed_study, tmp_path)/"reports"
     r = lasr("reproduce", "--study", f, "--out", out, "--only", "table2", cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
     res, runs = out/"kd", out/"smoke"/"runs"
     t = pd.read_csv(res/"table2.csv")
     assert list(t.row) == ["full system", "+ distillation", "ensemble"]
     full, kd, ens = t.run
+    assert full == pd.read_csv(out/"smoke"/"table2.csv").run[0] and f"full system: cached run {full}" in r.stderr
     s = json.loads((runs/kd/"run"/"train.json").read_text())                 # the student was taught by the full system
     assert [x["run"] for x in s["teachers"]] == [full]
     e = json.loads((runs/ens/"result.json").read_text())                     # the ensemble: a run of the cache
