@@ -54,13 +54,12 @@ slurm:
 
 test: install slurm
 	$(BIN)/python -m pytest -q --durations=20 tests/test_export.py
-	# the notebooks run beside the first pytest stage: its tests spend much of their time waiting on
-	# processes they start (kernels, DDP ranks, SLURM jobs), which the notebooks fill. That stage: two workers, one
-	# test file each at a time (test_package.py and test_study.py, which check the pip route, together), in the order
-	# of tests/conftest.py; tests marked `alone` (the real-size paper dry run, ~22 GB) run afterwards by themselves
-	$(BIN)/nbdev_test --n_workers 2 --timing > $(VENV)/nbdev_test.log 2>&1 & nb=$$!; \
-	$(BIN)/python -m pytest -q --durations=20 -n 2 --dist loadfile --no-loadscope-reorder -m "not alone" tests --ignore=tests/test_export.py; \
-	rc=$$?; wait $$nb; nb_rc=$$?; echo "nbdev_test (the notebooks):"; cat $(VENV)/nbdev_test.log; [ $$rc = 0 ] && [ $$nb_rc = 0 ]
+	$(BIN)/nbdev_test --n_workers 2 --timing
+	# two workers, one test file each at a time (test_package.py and test_study.py, which check the pip route,
+	# together), in the order of tests/conftest.py: much of a test's time is process start-up, imports and
+	# subprocesses, which overlap well on two cores; tests marked `alone` (the real-size paper dry run, ~22 GB) run
+	# afterwards by themselves
+	$(BIN)/python -m pytest -q --durations=20 -n 2 --dist loadfile --no-loadscope-reorder -m "not alone" tests --ignore=tests/test_export.py
 	$(BIN)/python -m pytest -q --durations=20 -m alone tests --ignore=tests/test_export.py
 
 bench: install
