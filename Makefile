@@ -30,7 +30,9 @@ $(STAMP): settings.ini setup.py
 	# hear21passt declares torchaudio (which would force an old torch, ~7 GB) and timm>0.5 breaks
 	# its imports: both go in without their declared dependencies
 	$(PIP) --no-deps hear21passt==0.0.26 timm==0.5.4
-	$(BIN)/python -c "import lasr.cli, lasr.study, lasr.train, lasr.index, lasr.bench, hear21passt.models.passt, papermill, seaborn, transformers.models.roberta"
+	# (in two processes at once: compiling is most of an import's first time, and it runs on one core)
+	$(BIN)/python -c "import lasr.train, lasr.index, lasr.bench, hear21passt.models.passt" & p=$$!; \
+	  $(BIN)/python -c "import lasr.cli, lasr.study, papermill, seaborn, transformers.models.roberta" && wait $$p
 	touch $@
 
 install: $(STAMP)

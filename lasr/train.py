@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #cbbba57d
 from __future__ import annotations
-import contextlib, gc, hashlib, json, math, os, sys, time, warnings
+import contextlib, gc, hashlib, json, math, os, shutil, sys, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +16,14 @@ from .core import (Config, LasrError, save_config, load_config, to_dict, live_pr
                        seed_everything, provenance)
 
 # %% auto #0
-__all__ = ['BF16_MAX_POINTS', 'BF16_MIN_TOP10', 'BF16_RULE_HOLDS', 'lr_at', 'lr_lambda', 'save_checkpoint', 'strip_prefixes',
-           'load_checkpoint', 'weights_sha256', 'load_state_into', 'gather_rows', 'first_rows', 'unique_split',
-           'embed_batch', 'split_metrics', 'RetrievalModule', 'BestCheckpoint', 'RngState', 'FlushLogs', 'CtrlC',
-           'process_rank', 'data_fingerprint', 'cpu_has_fast_bf16', 'uses_gpu', 'resolved_precision', 'trainer_kwargs',
-           'EpochLog', 'teacher_paths', 'teacher_run_id', 'check_distillation', 'Teachers', 'load_teachers', 'train',
-           'lasr_command', 'run_lasr', 'resolve_device', 'bf16_is_fast', 'inference_precision', 'load_model',
-           'embed_audio', 'embed_text', 'recall_curve', 'plot_recall', 'evaluate', 'evaluate_ensemble']
+__all__ = ['BF16_MAX_POINTS', 'BF16_MIN_TOP10', 'BF16_RULE_HOLDS', 'lr_at', 'lr_lambda', 'save_checkpoint', 'link_checkpoint',
+           'strip_prefixes', 'load_checkpoint', 'weights_sha256', 'load_state_into', 'gather_rows', 'first_rows',
+           'unique_split', 'embed_batch', 'split_metrics', 'RetrievalModule', 'BestCheckpoint', 'RngState', 'FlushLogs',
+           'ResumeCheckpoint', 'CtrlC', 'process_rank', 'data_fingerprint', 'cpu_has_fast_bf16', 'uses_gpu',
+           'resolved_precision', 'trainer_kwargs', 'EpochLog', 'teacher_paths', 'teacher_run_id', 'check_distillation',
+           'Teachers', 'load_teachers', 'train', 'lasr_command', 'run_lasr', 'resolve_device', 'bf16_is_fast',
+           'inference_precision', 'model_from_checkpoint', 'load_model', 'embed_audio', 'embed_text', 'recall_curve',
+           'plot_recall', 'evaluate', 'evaluate_ensemble']
 
 # %% ../nbs/07_train.ipynb #27a18d77
 def lr_at(step: int,            # optimiser steps taken so far (0-based)
@@ -71,6 +72,27 @@ def save_checkpoint(model: nn.Module,    # the model whose state_dict is saved
     os.replace(tmp_w, weights)
     os.replace(tmp_s, sidecar)
     return weights
+
+# %% ../nbs/07_train.ipynb #2e731b2e
+def link_checkpoint(src: str | Path,    # checkpoint stem or .safetensors path whose weights are shared
+                    path: str | Path,   # checkpoint stem or .safetensors path to create
+                    cfg: Config,        # run config, stored in the sidecar
+                    **meta) -> Path:    # extra sidecar fields (epoch, step, data fingerprint)
+    "A checkpoint of `src`'s weights without writing them again (a hard link, else a copy), with a sidecar of its own."
+    src_w, src_s = _ckpt_paths(src)
+    weights, sidecar = _ckpt_paths(path)
+    s = json.loads(src_s.read_text())
+    tmp_w, tmp_s = weights.with_name(weights.name + ".tmp"), sidecar.with_name(sidecar.name + ".tmp")
+    tmp_w.unlink(missing_ok=True)
+    try: os.link(src_w, tmp_w)
+    except OSError: shutil.copyfile(src_w, tmp_w)   # a file system without hard links
+    info = {"format": "lasr-checkpoint-1", **provenance(cfg), "sha256": s["sha256"], "n_tensors": s["n_tensors"],
+            "config": to_dict(cfg), **meta}
+    tmp_s.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp_w, weights)
+    os.replace(tmp_s, sidecar)
+    return weights
+
 
 # %% ../nbs/07_train.ipynb #0b95264a
 _PREFIXES = ("module.", "_orig_mod.", "model.")
@@ -301,6 +323,23 @@ class FlushLogs(L.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):   # Lightning writes the file after this hook
         for logger in trainer.loggers: logger.save()
 
+# %% ../nbs/07_train.ipynb #5065534f
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+class ResumeCheckpoint(ModelCheckpoint):
+    "Lightning's state for `--resume` after every epoch but the stage's last: a finished stage is never resumed."
+    @staticmethod
+    def ends_fit(trainer) -> bool:
+        "Whether the epoch (or step) that is ending is the stage's last."
+        return trainer.current_epoch + 1 >= trainer.max_epochs or 0 < trainer.max_steps <= trainer.global_step
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not self.ends_fit(trainer): super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module):
+        if not self.ends_fit(trainer): super().on_validation_end(trainer, pl_module)
+
+
 # %% ../nbs/07_train.ipynb #c7a1c0d2
 class CtrlC(L.Callback):
     "Ctrl-C stops training at the next batch, even when Python dropped its KeyboardInterrupt (raised in a finaliser)."
@@ -469,11 +508,10 @@ class Teachers:
 
 # %% ../nbs/07_train.ipynb #c7df243c
 @torch.no_grad()
-def _teacher_embed(ckpt: Path, cfg: Config, split, captions: list[str], wave_cache, progress: bool, device) -> tuple[Tensor, Tensor]:
+def _teacher_embed(model, ckpt: Path, cfg: Config, split, captions: list[str], wave_cache, progress: bool) -> tuple[Tensor, Tensor]:
     "A teacher's (clips, E) and (captions, E) embeddings of the training split, without augmentation."
     from tqdm.auto import tqdm
     from lasr.data import RetrievalDataset, collate
-    model = load_model(ckpt, device, precision="32")
     tc = model.cfg
     # the student's decoded waveforms serve a teacher that reads the same rate and length; others decode the files
     same = tc.audio.sample_rate == cfg.audio.sample_rate and tc.audio.max_seconds == cfg.audio.max_seconds
@@ -499,8 +537,8 @@ def load_teachers(cfg: Config,             # the student's config (loss.teachers
     runs, audio, text = [], [], []
     for p in paths:
         ckpt = _resolve_checkpoint(p)
-        state, _ = load_checkpoint(ckpt)
-        wsha = weights_sha256(state); del state
+        state, info = load_checkpoint(ckpt)   # read (and its file hash checked) once: for its key and its model
+        wsha = weights_sha256(state)
         key = hashlib.sha1(json.dumps(["teacher-1", wsha, fp, cfg.text.lowercase, cfg.text.strip_punctuation]).encode()).hexdigest()[:16]
         cache, rid, t0 = ckpt.parent / "embeddings" / f"teacher-train-{key}.pt", teacher_run_id(p), time.time()
         hit = cache.is_file()
@@ -513,12 +551,16 @@ def load_teachers(cfg: Config,             # the student's config (loss.teachers
             import random
             states = random.getstate(), np.random.get_state()
             with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
-                a, t = _teacher_embed(ckpt, cfg, split, captions, wave_cache, progress, device)
+                teacher = model_from_checkpoint(state, info, ckpt, device, precision="32")
+                state = None   # the model holds its own copy
+                a, t = _teacher_embed(teacher, ckpt, cfg, split, captions, wave_cache, progress)
+                del teacher
             random.setstate(states[0]); np.random.set_state(states[1])
             d = {"audio": a, "text": t, "captions": captions, "run": rid, "weights_sha256": wsha, "data_fingerprint": fp}
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
             torch.save(d, tmp); os.replace(tmp, cache)
+        del state
         runs.append({"run": rid, "weights_sha256": wsha, "embeddings": "cache" if hit else "computed", "cache": str(cache)})
         audio.append(d["audio"].float()); text.append(d["text"].float())
         print(f"distillation: teacher {rid} (weights {wsha[:12]}): {len(split)} clips and {len(captions)} captions "
@@ -533,7 +575,7 @@ def load_teachers(cfg: Config,             # the student's config (loss.teachers
 def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: bool,
                callbacks: list, train_corpora: str | None, init_from: str) -> dict:
     "Train one stage into `out`; returns its summary."
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import TQDMProgressBar
     from lightning.pytorch.plugins.environments import LightningEnvironment
     from lightning.pytorch.loggers import CSVLogger
     from lasr.data import RetrievalDataModule
@@ -560,8 +602,8 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
         module.teachers = load_teachers(cfg, dm.splits["train"], getattr(dm.train_ds, "cache", None), progress,
                                         device="cuda" if uses_gpu(cfg) else "cpu")
     taught = {"teachers": module.teachers.record()} if module.teachers is not None else {}
-    ckpt = ModelCheckpoint(dirpath=out / "lightning", filename="last", save_last=False, save_top_k=1, enable_version_counter=False,
-                           monitor=None, every_n_epochs=1)
+    ckpt = ResumeCheckpoint(dirpath=out / "lightning", filename="last", save_last=False, save_top_k=1, enable_version_counter=False,
+                             monitor=None, every_n_epochs=1)
     ctrl_c = CtrlC()
     cbs = [BestCheckpoint(out, cfg, data_fingerprint=fp, train_corpora=train_corpora or cfg.data.corpus, **taught), ckpt,
            RngState(), FlushLogs(), ctrl_c, *callbacks]
@@ -599,8 +641,13 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
                "start_weights_sha256": module.start_sha256, **provenance(cfg)}
     if module.teachers is not None: summary["teachers"] = module.teachers.runs
     if trainer.is_global_zero:
-        save_checkpoint(module.model, out / "last", cfg, epoch=trainer.current_epoch, step=trainer.global_step,
-                        data_fingerprint=fp, **taught)
+        meta = dict(epoch=trainer.current_epoch, step=trainer.global_step, data_fingerprint=fp, **taught)
+        # best saved after the last step holds the last weights: shared, not written and hashed again
+        if best.exists() and json.loads(best.read_text()).get("step") == trainer.global_step:
+            link_checkpoint(out / "best", out / "last", cfg, **meta)
+        else: save_checkpoint(module.model, out / "last", cfg, **meta)
+        last.unlink(missing_ok=True)   # an earlier epoch's resume state: a finished stage is never resumed
+        with contextlib.suppress(OSError): last.parent.rmdir()
         summary["best"] = json.loads(best.read_text()).get("metrics") if best.exists() else None
         (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     trainer.strategy.barrier("lasr stage written")   # the next stage (on every rank) reads what rank 0 wrote
@@ -623,6 +670,9 @@ def train(cfg: Config,                 # the run's config
     if resume:
         if not (out / "config.json").exists(): raise LasrError(f"--resume: {out} holds no run to resume")
         cfg = _check_resume(cfg, out)
+        if (out / "train.json").exists():   # finished (and its stages keep no resume state)
+            print(f"{out} has finished training: nothing to resume", file=sys.stderr, flush=True)
+            return json.loads((out / "train.json").read_text())
     elif main and (out / "config.json").exists():
         raise LasrError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     elif main and out.is_file(): raise LasrError(f"--out {out} is a file, not a run folder: choose another --out")
@@ -731,21 +781,29 @@ def inference_precision(precision: str = "auto", # auto | 32 | bf16
     return "bf16" if BF16_RULE_HOLDS and bf16_is_fast(device) else "32"
 
 # %% ../nbs/07_train.ipynb #57100b6e
-def load_model(run: str | Path,            # run folder (uses best.safetensors) or a checkpoint path
-               device: str | torch.device | None = "auto", # auto: the GPU when there is one, else the CPU
-               precision: str = "32"):     # of embedding: 32 (exact, batch-invariant) | auto (`inference_precision`: bf16 where fast, if the bf16 rule holds) | bf16
-    "The trained dual encoder of a run, in eval mode, with its config as `.cfg` and sidecar as `.info`."
+def model_from_checkpoint(state: dict[str, Tensor],  # weights, as `load_checkpoint` gives them
+                          info: dict,                # their sidecar (holds the config)
+                          source: str | Path,        # where they came from, for messages
+                          device: str | torch.device | None = "auto", # auto: the GPU when there is one, else the CPU
+                          precision: str = "32"):    # of embedding (see `load_model`)
+    "The dual encoder of a checkpoint already read, in eval mode, with its config as `.cfg` and sidecar as `.info`."
     from lasr.model import create_model
-    path = _resolve_checkpoint(run)
-    state, info = load_checkpoint(path)
     try: cfg = from_dict(info["config"])
-    except KeyError: raise LasrError(f"{path}: sidecar has no config") from None
+    except KeyError: raise LasrError(f"{source}: sidecar has no config") from None
     model = create_model(cfg, load_weights=False)
-    load_state_into(model, state, info, source=str(path))
+    load_state_into(model, state, info, source=str(source))
     model.cfg, model.info = cfg, info
     dev = resolve_device(device)
     model.precision = inference_precision(precision, dev)
     return model.to(dev).eval()
+
+def load_model(run: str | Path,            # run folder (uses best.safetensors) or a checkpoint path
+               device: str | torch.device | None = "auto", # auto: the GPU when there is one, else the CPU
+               precision: str = "32"):     # of embedding: 32 (exact, batch-invariant) | auto (`inference_precision`: bf16 where fast, if the bf16 rule holds) | bf16
+    "The trained dual encoder of a run, in eval mode, with its config as `.cfg` and sidecar as `.info`."
+    path = _resolve_checkpoint(run)
+    return model_from_checkpoint(*load_checkpoint(path), path, device, precision)
+
 
 # %% ../nbs/07_train.ipynb #6fb89798
 @torch.no_grad()

@@ -52,6 +52,11 @@ def test_run_folder_is_self_describing(run):
     assert info["preset"] == "smoke" and info["audio_pretrained"] is False and info["text_pretrained"] is False
     assert info["config"]["preset"] == "smoke" and len(info["data_fingerprint"]) == 40
     s = json.loads((run/"train.json").read_text())
+    # finished: no resume state (Lightning's, 5 GB at the paper's size); last shares best's file when best is the last step
+    assert not (run/"lightning").exists()
+    last = json.loads((run/"last.json").read_text())
+    assert last["step"] == s["steps"]
+    assert (info["step"] == last["step"]) == os.path.samefile(run/"best.safetensors", run/"last.safetensors")
     o = get_preset("smoke").optim
     assert s["steps_per_epoch"] == 32 * 5 // o.batch_size and s["steps"] == s["steps_per_epoch"] * o.epochs
     # the learning rate of every step is lr_at's (the DDP test checks 2 processes against the same)
@@ -85,7 +90,7 @@ def test_resume_continues_the_same_schedule(corpus, run, tmp_path):
     out = tmp_path/"interrupted"
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg, corpus, out, progress=False, callbacks=[Crash(spe + spe // 2)])
-    assert not (out/"train.json").exists()
+    assert not (out/"train.json").exists() and (out/"lightning"/"last.ckpt").is_file()   # epoch 1's resume state
     with pytest.raises(Exception, match="already holds a run"):
         train(cfg, corpus, out, progress=False)
     s = train(cfg, corpus, out, resume=True, progress=False)
@@ -98,6 +103,7 @@ def test_resume_continues_the_same_schedule(corpus, run, tmp_path):
     assert sorted(la) == sorted(lb) == list(range(ref["steps"]))
     assert [lb[k] for k in sorted(lb)] == [la[k] for k in sorted(la)]
     assert json.loads((out/"last.json").read_text())["sha256"] == json.loads((run/"last.json").read_text())["sha256"]
+    assert not (out/"lightning").exists()   # finished: the resume state went
     assert json.loads((out/"best.json").read_text())["metrics"] == json.loads((run/"best.json").read_text())["metrics"]
 
 class LoseCtrlC(L.Callback):
@@ -118,11 +124,22 @@ def test_ctrl_c_dropped_in_a_finaliser_still_stops_training(corpus, tmp_path):
     finally: signal.signal(signal.SIGINT, runner)
 
 def test_resume_from_a_corrupt_lightning_checkpoint_is_a_clear_error(corpus, run, tmp_path, cli):
-    broken = tmp_path/"broken"; shutil.copytree(run, broken, ignore=shutil.ignore_patterns("embeddings"))
-    ck = broken/"lightning"/"last.ckpt"; ck.write_bytes(ck.read_bytes()[: ck.stat().st_size // 3])
+    "An unfinished run whose resume state was cut short in its save (a finished run keeps none)."
+    broken = tmp_path/"broken"
+    shutil.copytree(run, broken, ignore=shutil.ignore_patterns("embeddings", "train.json", "last.*"))
+    ck = broken/"lightning"/"last.ckpt"; ck.parent.mkdir()
+    torch.save({"epoch": 0, "state_dict": weights(run/"best.safetensors")}, ck)
+    ck.write_bytes(ck.read_bytes()[: ck.stat().st_size // 3])
     r = cli("train", "--preset", "smoke", "--data-root", corpus, "--out", broken, "--resume", "--quiet")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "last.ckpt" in r.stderr and "corrupt" in r.stderr, r.stderr
+
+def test_resume_of_a_finished_run_changes_nothing(corpus, run, cli):
+    files = lambda: {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    before = files()
+    r = cli("train", "--preset", "smoke", "--data-root", corpus, "--out", run, "--resume", "--quiet")
+    assert r.returncode == 0 and "nothing to resume" in r.stderr, r.stderr
+    assert files() == before
 
 def test_best_checkpoint_is_the_best_validation_epoch(corpus, tmp_path, monkeypatch):
     "Scripted validation scores whose best epoch is not the last: best.* holds that epoch's weights."
