@@ -26,7 +26,7 @@ $(STAMP): settings.ini setup.py
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned, so that nothing later resolves an (unpinned) CUDA build
 	$(PIP) $(TORCH)
-	$(PIP) -e ".[dev,lab]"
+	$(PIP) -e ".[dev]"
 	# hear21passt declares torchaudio (which would force an old torch, ~7 GB) and timm>0.5 breaks
 	# its imports: both go in without their declared dependencies
 	$(PIP) --no-deps hear21passt==0.0.26 timm==0.5.4
@@ -67,7 +67,9 @@ test: install slurm
 bench: install
 	$(BIN)/lasr bench --out reports
 
+# JupyterLab (the lab extra) goes in on the first `make lab`: the tests and the demo do not need it
 lab: install
+	test -x $(BIN)/jupyter-lab || $(PIP) -e ".[dev,lab]"
 	$(BIN)/jupyter lab nbs
 
 wheel: install

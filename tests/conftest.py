@@ -55,7 +55,10 @@ def pytest_unconfigure(config):
     if _saved.get("dir"): shutil.rmtree(_saved["dir"], ignore_errors=True)
     if _saved.get("shared"):
         os.environ.pop(SHARED, None)
-        shutil.rmtree(_saved["shared"], ignore_errors=True)
+        # the pip route's venv and study are tens of thousands of files: a process of their own removes them, so that the
+        # next command (make's next pytest stage) need not wait
+        subprocess.Popen(["rm", "-rf", _saved["shared"]], start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # ---------------------------------------------------------------- the `lasr` command
@@ -249,12 +252,12 @@ def study_copy(study: SimpleNamespace, # `installed_study`
 # `make test` runs `-n 2 --dist loadfile --no-loadscope-reorder`: one file at a time per worker (its module fixtures
 # are made once), except that test_package.py and test_study.py, which check the pip route, form one unit of work;
 # the units start in the order below, so that the two workers end together: one worker takes the pip route while the
-# other runs test_ddp_train.py and then test_launch.py, whose first test needs no other study and whose next ones
-# compare with the pip route's tables: by then it is ready (with test_launch.py first, that worker had a minute to
-# wait for it, one core idle); test_study_rows.py, which starts from its runs, comes later.
+# other runs test_ddp_train.py, test_paper_inputs.py and then test_launch.py, whose first test needs no other study
+# and whose next ones compare with the pip route's tables: by then it is ready (with test_launch.py first, that
+# worker had a minute to wait for it, one core idle); test_study_rows.py, which starts from its runs, comes later.
 # (xdist's own `--dist loadgroup` does not group under pytest 9, which no longer reads `item._nodeid`.)
 GROUPS = {"test_package.py": "pip-route", "test_study.py": "pip-route"}
-SLOW_FIRST = ("pip-route", "test_ddp_train.py", "test_launch.py", "test_paper_inputs.py", "test_train.py",
+SLOW_FIRST = ("pip-route", "test_ddp_train.py", "test_paper_inputs.py", "test_launch.py", "test_train.py",
               "test_study_rows.py", "test_cli.py", "test_index.py", "test_model_ddp.py", "test_synth.py")
 
 
