@@ -64,10 +64,16 @@ def save_checkpoint(model: nn.Module,    # the model whose state_dict is saved
     weights, sidecar = _ckpt_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    tmp_w, tmp_s = weights.with_name(weights.name + ".tmp"), sidecar.with_name(sidecar.name + ".tmp")
+    tmp_w = weights.with_name(weights.name + ".tmp")
     save_file(state, str(tmp_w), metadata={"format": "lasr"})
-    info = {"format": "lasr-checkpoint-1", **provenance(cfg), "sha256": _sha256(tmp_w),
-            "n_tensors": len(state), "config": to_dict(cfg), **meta}
+    return _commit_checkpoint(tmp_w, path, cfg, sha256=_sha256(tmp_w), n_tensors=len(state), **meta)
+
+def _commit_checkpoint(tmp_w: Path, path: str | Path, cfg: Config, sha256: str, n_tensors: int, **meta) -> Path:
+    "Write the sidecar of the weights in `tmp_w`, then move both to `path`'s names (the weights first)."
+    weights, sidecar = _ckpt_paths(path)
+    tmp_s = sidecar.with_name(sidecar.name + ".tmp")
+    info = {"format": "lasr-checkpoint-1", **provenance(cfg), "sha256": sha256, "n_tensors": n_tensors,
+            "config": to_dict(cfg), **meta}
     tmp_s.write_text(json.dumps(info, indent=2) + "\n")
     os.replace(tmp_w, weights)
     os.replace(tmp_s, sidecar)
@@ -80,18 +86,13 @@ def link_checkpoint(src: str | Path,    # checkpoint stem or .safetensors path w
                     **meta) -> Path:    # extra sidecar fields (epoch, step, data fingerprint)
     "A checkpoint of `src`'s weights without writing them again (a hard link, else a copy), with a sidecar of its own."
     src_w, src_s = _ckpt_paths(src)
-    weights, sidecar = _ckpt_paths(path)
     s = json.loads(src_s.read_text())
-    tmp_w, tmp_s = weights.with_name(weights.name + ".tmp"), sidecar.with_name(sidecar.name + ".tmp")
+    weights, _ = _ckpt_paths(path)
+    tmp_w = weights.with_name(weights.name + ".tmp")
     tmp_w.unlink(missing_ok=True)
     try: os.link(src_w, tmp_w)
     except OSError: shutil.copyfile(src_w, tmp_w)   # a file system without hard links
-    info = {"format": "lasr-checkpoint-1", **provenance(cfg), "sha256": s["sha256"], "n_tensors": s["n_tensors"],
-            "config": to_dict(cfg), **meta}
-    tmp_s.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp_w, weights)
-    os.replace(tmp_s, sidecar)
-    return weights
+    return _commit_checkpoint(tmp_w, path, cfg, sha256=s["sha256"], n_tensors=s["n_tensors"], **meta)
 
 
 # %% ../nbs/07_train.ipynb #0b95264a
@@ -641,14 +642,14 @@ def _fit_stage(cfg: Config, data_root: Path, out: Path, resume: bool, progress: 
                "start_weights_sha256": module.start_sha256, **provenance(cfg)}
     if module.teachers is not None: summary["teachers"] = module.teachers.runs
     if trainer.is_global_zero:
+        b = json.loads(best.read_text()) if best.exists() else {}
         meta = dict(epoch=trainer.current_epoch, step=trainer.global_step, data_fingerprint=fp, **taught)
         # best saved after the last step holds the last weights: shared, not written and hashed again
-        if best.exists() and json.loads(best.read_text()).get("step") == trainer.global_step:
-            link_checkpoint(out / "best", out / "last", cfg, **meta)
+        if b.get("step") == trainer.global_step: link_checkpoint(out / "best", out / "last", cfg, **meta)
         else: save_checkpoint(module.model, out / "last", cfg, **meta)
         last.unlink(missing_ok=True)   # an earlier epoch's resume state: a finished stage is never resumed
         with contextlib.suppress(OSError): last.parent.rmdir()
-        summary["best"] = json.loads(best.read_text()).get("metrics") if best.exists() else None
+        summary["best"] = b.get("metrics") if b else None
         (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     trainer.strategy.barrier("lasr stage written")   # the next stage (on every rank) reads what rank 0 wrote
     if not trainer.is_global_zero: summary["best"] = json.loads(best.read_text()).get("metrics") if best.exists() else None
